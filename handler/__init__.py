@@ -1,0 +1,12 @@
+"""TorchServe handler for INSTRUCTOR text embeddings and the code behind it.
+
+Modules, one job each:
+
+- ``errors``: typed errors, each with the HTTP status it maps to.
+- ``settings``: the frozen, validated ``handler:`` section of ``model-config.yaml``.
+- ``request_parsing``: request bodies to validated pairs (no torch import).
+- ``batching``: flatten a dynamic batch into rows, plan length-sorted micro-batches.
+- ``model_files``: read a sentence-transformers model folder (modules, pooling, Dense).
+- ``encoder``: tokenize, forward, pool with the per-row instruction mask, Dense, Normalize.
+- ``torchserve_handler``: the thin TorchServe glue (``InstructorHandler``).
+"""

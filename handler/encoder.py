@@ -1,0 +1,181 @@
+"""The encoder: tokenize pairs, run the transformer, pool with a per-row instruction mask.
+
+This is where the instruction is masked. Per pair, as ``INSTRUCTOR.encode`` does it
+(InstructorEmbedding 1.0.1):
+
+1. the text is stripped, the model reads ``(instruction + text).strip()`` (no separator);
+2. the stripped instruction alone is tokenized; ``context_len = len(tokens) - 1`` (T5 appends one
+   ``</s>``), and a context of one token or less becomes 0;
+3. the encoder attends to the whole sequence; mean pooling skips the first ``context_len``
+   positions;
+4. the model's Dense layers and Normalize follow.
+
+Every row carries its own ``context_len``, so rows with different instructions share one
+forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+
+from handler.batching import plan_micro_batches
+from handler.errors import ModelConfigError
+from handler.model_files import load_dense, read_layout
+from handler.settings import HandlerSettings, InstructionMode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedRow:
+    """One pair as token ids, and how many leading tokens pooling skips."""
+
+    input_ids: list[int]
+    context_len: int
+
+
+def instruction_context_len(instruction_token_count: int) -> int:
+    """INSTRUCTOR's rule: drop the end token; one token or less pools with the text (0)."""
+    context_len = instruction_token_count - 1
+    return 0 if context_len <= 1 else context_len
+
+
+def masked_mean_pool(
+    token_embeddings: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the attended positions of each row, skipping its first ``context_len`` ones."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    mask = attention_mask * (positions[None, :] >= context_lens[:, None])
+    mask = mask.unsqueeze(-1).to(token_embeddings.dtype)
+    summed = (token_embeddings * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return summed / counts
+
+
+class InstructorEncoder:
+    """Pairs in, L2-normalized (when the model says so) float32 vectors out."""
+
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        head: torch.nn.Module,
+        normalize: bool,
+        settings: HandlerSettings,
+        do_lower_case: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if settings.instruction_mode is InstructionMode.EXCLUDE:
+            _check_end_token_only(tokenizer)
+        self.device = torch.device(device)
+        self.transformer = transformer.to(self.device).eval()
+        self.head = head.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.normalize = normalize
+        self.settings = settings
+        self.do_lower_case = do_lower_case
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def from_folder(
+        cls, model_dir: str | Path, settings: HandlerSettings, device: torch.device | str = "cpu"
+    ) -> InstructorEncoder:
+        """Load a sentence-transformers model folder from disk only (no network).
+
+        T5 models load as ``T5EncoderModel`` (the decoder is never needed). Weights come from
+        safetensors when the folder has them; transformers reads ``.bin`` with weights_only.
+        """
+        layout = read_layout(model_dir)
+        load_args = {"local_files_only": True}
+        try:
+            config = AutoConfig.from_pretrained(layout.root, **load_args)
+            model_class = T5EncoderModel if config.model_type == "t5" else AutoModel
+            transformer = model_class.from_pretrained(layout.root, dtype=torch.float32, **load_args)
+            tokenizer = AutoTokenizer.from_pretrained(layout.root, **load_args)
+        except (OSError, ValueError) as err:
+            raise ModelConfigError(f"{layout.root}: cannot load the transformer: {err}") from err
+        head = torch.nn.Sequential(*(load_dense(path) for path in layout.dense_dirs))
+        return cls(
+            transformer,
+            tokenizer,
+            head,
+            normalize=layout.normalize,
+            settings=settings,
+            do_lower_case=layout.do_lower_case,
+            device=device,
+        )
+
+    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedRow]:
+        """Token ids and pooling context per pair, following ``settings.instruction_mode``."""
+        mode = self.settings.instruction_mode
+        if mode is InstructionMode.IGNORE:
+            inputs = [text.strip() for _, text in pairs]
+        else:
+            # The reference strips the text, then the joined string again.
+            inputs = [(instruction + text.strip()).strip() for instruction, text in pairs]
+        ids = self._token_ids(inputs)
+        if mode is not InstructionMode.EXCLUDE:
+            return [TokenizedRow(row, 0) for row in ids]
+        instruction_ids = self._token_ids([instruction.strip() for instruction, _ in pairs])
+        rows = []
+        for row, instruction_row in zip(ids, instruction_ids, strict=True):
+            context_len = instruction_context_len(len(instruction_row))
+            # Keep at least the last token pooled when tokenizing the joined string merged
+            # pieces across the boundary (the reference would fail an assertion there).
+            rows.append(TokenizedRow(row, min(context_len, len(row) - 1)))
+        return rows
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)
+        return encoded["input_ids"]
+
+    @torch.inference_mode()
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """Embed pairs in length-sorted micro-batches; rows come back in input order."""
+        rows = self.tokenize(pairs)
+        plan = plan_micro_batches(
+            [len(row.input_ids) for row in rows],
+            max_rows=self.settings.micro_batch_rows,
+            max_tokens=self.settings.micro_batch_tokens,
+        )
+        vectors: list[torch.Tensor | None] = [None] * len(rows)
+        for indices in plan:
+            embedded = self._forward([rows[index] for index in indices])
+            for index, vector in zip(indices, embedded, strict=True):
+                vectors[index] = vector
+        return torch.stack(vectors) if vectors else torch.empty(0)
+
+    def _forward(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
+        width = max(len(row.input_ids) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            input_ids[index, : len(row.input_ids)] = torch.tensor(row.input_ids)
+            attention_mask[index, : len(row.input_ids)] = 1
+        context_lens = torch.tensor([row.context_len for row in rows])
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = masked_mean_pool(hidden, attention_mask, context_lens.to(self.device))
+        embedded = self.head(pooled)
+        if self.normalize:
+            embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
+        return embedded.float().cpu()
+
+
+def _check_end_token_only(tokenizer: PreTrainedTokenizerBase) -> None:
+    """INSTRUCTOR's ``- 1`` rule assumes one end token and no start token (T5 tokenizers)."""
+    empty = tokenizer("")["input_ids"]
+    if len(empty) != 1:
+        raise ModelConfigError(
+            "instruction_mode 'exclude' needs a tokenizer that appends exactly one end token "
+            f"(T5-style); this one turns an empty string into {len(empty)} tokens. "
+            "Use instruction_mode 'include' or 'ignore' for this model."
+        )

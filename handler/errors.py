@@ -1,0 +1,48 @@
+"""Typed errors and the one table that maps them to HTTP answers."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class ServingError(Exception):
+    """An error that reaches a client. Maps to HTTP 500 unless a subclass says otherwise."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body sent to the client: status code, error type and message."""
+        return {"code": int(self.status), "type": type(self).__name__, "message": self.message}
+
+
+class InvalidInputError(ServingError):
+    """The request body is malformed. Maps to HTTP 400; the message names the field."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class TooManyInputsError(ServingError):
+    """More pairs in one request than the configured limit. Maps to HTTP 413."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class InternalError(ServingError):
+    """The model failed on valid input. Maps to HTTP 500; the details go to the log only."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class OutOfMemoryError(ServingError):
+    """The worker ran out of memory for this batch. Maps to HTTP 507, as TorchServe does."""
+
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class ModelConfigError(Exception):
+    """The archive's configuration or model folder is unusable. Raised at load, never per request."""

@@ -1,0 +1,130 @@
+"""Read a sentence-transformers model folder: which modules run after the transformer.
+
+The hub layout (hkunlp/instructor-*, sentence-transformers/*) is a ``modules.json`` listing a
+Transformer (the folder root), a Pooling folder, optional Dense folders and an optional
+Normalize. Anything else is refused at load with a message naming the file and the problem,
+so a capability is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from handler.errors import ModelConfigError
+
+SUPPORTED_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
+    "torch.nn.modules.linear.Identity": torch.nn.Identity,
+    "torch.nn.modules.activation.Tanh": torch.nn.Tanh,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLayout:
+    """What a model folder declares about its module pipeline."""
+
+    root: Path
+    dense_dirs: tuple[Path, ...]
+    normalize: bool
+    max_seq_length: int | None
+    do_lower_case: bool
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelConfigError(f"{path} is missing") from None
+    except json.JSONDecodeError as err:
+        raise ModelConfigError(f"{path} is not valid JSON: {err}") from None
+
+
+def _short_type(module: dict[str, Any]) -> str:
+    return str(module.get("type", "")).rsplit(".", 1)[-1]
+
+
+def _check_pooling(pooling_dir: Path) -> None:
+    config = _read_json(pooling_dir / "config.json")
+    modes = sorted(key for key, value in config.items() if key.startswith("pooling_mode") and value)
+    if modes != ["pooling_mode_mean_tokens"]:
+        raise ModelConfigError(
+            f"{pooling_dir / 'config.json'} enables {modes}; only mean pooling "
+            "(pooling_mode_mean_tokens) is supported"
+        )
+
+
+def read_layout(root: str | Path) -> ModelLayout:
+    """Read and check a model folder's ``modules.json`` and its module folders.
+
+    Raises:
+        ModelConfigError: the folder is not a supported sentence-transformers model.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ModelConfigError(f"{root} is not a folder")
+    if not (root / "config.json").is_file():
+        raise ModelConfigError(f"{root} is not a model folder: config.json is missing")
+    modules = _read_json(root / "modules.json")
+    kinds = [_short_type(module) for module in modules]
+    if len(kinds) < 2 or kinds[0] not in ("Transformer", "INSTRUCTOR_Transformer"):
+        raise ModelConfigError(f"{root / 'modules.json'} must start with Transformer, Pooling; got {kinds}")
+    if kinds[1] not in ("Pooling", "INSTRUCTOR_Pooling"):
+        raise ModelConfigError(f"{root / 'modules.json'} must have Pooling second; got {kinds}")
+    _check_pooling(root / modules[1]["path"])
+    dense_dirs: list[Path] = []
+    normalize = False
+    for module, kind in zip(modules[2:], kinds[2:], strict=True):
+        if kind == "Dense" and not normalize:
+            dense_dirs.append(root / module["path"])
+        elif kind == "Normalize" and not normalize:
+            normalize = True
+        else:
+            raise ModelConfigError(
+                f"{root / 'modules.json'}: unsupported module order {kinds}; expected "
+                "Transformer, Pooling, Dense (any number), Normalize (optional, last)"
+            )
+    st_config_path = root / "sentence_bert_config.json"
+    st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+    return ModelLayout(
+        root=root,
+        dense_dirs=tuple(dense_dirs),
+        normalize=normalize,
+        max_seq_length=st_config.get("max_seq_length"),
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
+    )
+
+
+def load_dense(dense_dir: Path) -> torch.nn.Sequential:
+    """Load a sentence-transformers Dense folder as ``Sequential(Linear, activation)``.
+
+    Reads ``model.safetensors`` when present, else ``pytorch_model.bin`` with
+    ``weights_only=True`` (no pickled code is ever executed).
+    """
+    config = _read_json(dense_dir / "config.json")
+    activation_name = config.get("activation_function", "torch.nn.modules.linear.Identity")
+    if activation_name not in SUPPORTED_ACTIVATIONS:
+        raise ModelConfigError(
+            f"{dense_dir / 'config.json'}: activation {activation_name!r} is not supported; "
+            f"supported: {sorted(SUPPORTED_ACTIVATIONS)}"
+        )
+    try:
+        linear = torch.nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
+    except KeyError as err:
+        raise ModelConfigError(f"{dense_dir / 'config.json'} lacks {err.args[0]!r}") from None
+    if (dense_dir / "model.safetensors").is_file():
+        state = load_file(str(dense_dir / "model.safetensors"))
+    elif (dense_dir / "pytorch_model.bin").is_file():
+        state = torch.load(dense_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise ModelConfigError(f"{dense_dir} holds neither model.safetensors nor pytorch_model.bin")
+    prefixed = {key.removeprefix("linear."): value for key, value in state.items()}
+    try:
+        linear.load_state_dict(prefixed)
+    except RuntimeError as err:
+        raise ModelConfigError(f"{dense_dir}: weights do not match config.json: {err}") from None
+    return torch.nn.Sequential(linear, SUPPORTED_ACTIVATIONS[activation_name]())

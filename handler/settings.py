@@ -1,0 +1,99 @@
+"""The handler's settings: the ``handler:`` section of ``model-config.yaml``, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from handler.errors import ModelConfigError
+
+
+class InstructionMode(str, enum.Enum):
+    """How the instruction of an ``[instruction, text]`` pair takes part in the embedding.
+
+    - ``exclude``: INSTRUCTOR semantics. The encoder reads ``instruction + text``; mean pooling
+      skips the instruction's tokens (hkunlp/instructor-* models).
+    - ``include``: the encoder reads ``instruction + text`` and pools every token.
+    - ``ignore``: the instruction is dropped; only the text is embedded (plain sentence
+      embedders such as all-MiniLM-L6-v2, which were not trained with instructions).
+    """
+
+    EXCLUDE = "exclude"
+    INCLUDE = "include"
+    IGNORE = "ignore"
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerSettings:
+    """Validated handler settings. Build with :meth:`from_mapping`; unknown keys are errors.
+
+    Attributes:
+        instruction_mode: how instructions are pooled; required, never guessed.
+        max_length: tokens per input after truncation (INSTRUCTOR hard-codes 512).
+        max_items_per_request: pairs one request may carry; more is answered 413.
+        micro_batch_rows: most rows in one forward pass.
+        micro_batch_tokens: most padded tokens (rows x longest row) in one forward pass.
+        torch_threads: intra-op threads per worker; 0 means CPUs divided by ``maxWorkers``.
+        model_subdir: folder inside the archive that holds the model files.
+    """
+
+    instruction_mode: InstructionMode
+    max_length: int = 512
+    max_items_per_request: int = 128
+    micro_batch_rows: int = 32
+    micro_batch_tokens: int = 16384
+    torch_threads: int = 0
+    model_subdir: str = "model"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> HandlerSettings:
+        """Validate a mapping (the YAML ``handler:`` section) into settings.
+
+        Raises:
+            ModelConfigError: a key is unknown, missing or has a wrong type or value.
+        """
+        raw = dict(raw or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise ModelConfigError(
+                f"unknown handler setting(s) {unknown}; known: {sorted(fields)}"
+            )
+        if "instruction_mode" not in raw:
+            modes = [m.value for m in InstructionMode]
+            raise ModelConfigError(f"handler setting 'instruction_mode' is required, one of {modes}")
+        try:
+            mode = InstructionMode(raw.pop("instruction_mode"))
+        except ValueError as err:
+            modes = [m.value for m in InstructionMode]
+            raise ModelConfigError(f"handler setting 'instruction_mode' must be one of {modes}") from err
+        for name, value in raw.items():
+            if name == "model_subdir":
+                if not isinstance(value, str) or not value:
+                    raise ModelConfigError("handler setting 'model_subdir' must be a non-empty string")
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise ModelConfigError(f"handler setting '{name}' must be an integer, got {value!r}")
+        settings = cls(instruction_mode=mode, **raw)
+        settings._check_ranges()
+        return settings
+
+    def _check_ranges(self) -> None:
+        positive = ("max_length", "max_items_per_request", "micro_batch_rows", "micro_batch_tokens")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ModelConfigError(f"handler setting '{name}' must be at least 1")
+        if self.torch_threads < 0:
+            raise ModelConfigError("handler setting 'torch_threads' must be 0 (auto) or more")
+        if self.micro_batch_tokens < self.max_length:
+            raise ModelConfigError(
+                f"handler setting 'micro_batch_tokens' ({self.micro_batch_tokens}) must be at "
+                f"least 'max_length' ({self.max_length}) so one full-length row fits"
+            )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The settings as plain YAML-ready values."""
+        values = dataclasses.asdict(self)
+        values["instruction_mode"] = self.instruction_mode.value
+        return values

@@ -1,0 +1,128 @@
+"""TorchServe glue: ``InstructorHandler`` turns a dynamic batch into per-request answers.
+
+TorchServe imports this file as the archive's handler, so it defines exactly one class. Each
+request of a batch is validated on its own: a bad one gets its own 4xx through
+``context.set_response_status(..., idx)`` while the others are encoded together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handler.batching import flatten_pairs, split_by_request
+from handler.encoder import InstructorEncoder
+from handler.errors import InternalError, OutOfMemoryError, ServingError
+from handler.request_parsing import EmbeddingRequest, parse_request
+from handler.settings import HandlerSettings
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_PAIR = ("Represent the sentence:", "Warm-up.")
+
+
+def select_device(gpu_id: Any) -> torch.device:
+    """The GPU TorchServe assigned (``gpu_id``) when CUDA is present, else the CPU."""
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(gpu_id)}")
+    return torch.device("cpu")
+
+
+def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int:
+    """Intra-op threads: the configured number, else the CPUs shared among the workers."""
+    if configured > 0:
+        return configured
+    return max(1, cpu_count // max(1, max_workers))
+
+
+def _body_of(request: dict[str, Any]) -> Any:
+    body = request.get("body")
+    return request.get("data") if body is None else body
+
+
+class InstructorHandler(BaseHandler):
+    """Serves ``{"inputs": [instruction, text]}`` and ``{"inputs": [[i, t], ...]}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder: InstructorEncoder | None = None
+        self.settings: HandlerSettings | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Validate settings, place the model, load it from the archive and warm it up."""
+        yaml_config = context.model_yaml_config or {}
+        self.settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
+        properties = context.system_properties
+        device = select_device(properties.get("gpu_id"))
+        if device.type == "cpu":
+            cpus = len(os.sched_getaffinity(0))
+            threads = threads_per_worker(self.settings.torch_threads, int(yaml_config.get("maxWorkers", 1)), cpus)
+            torch.set_num_threads(threads)
+        model_dir = Path(properties["model_dir"]) / self.settings.model_subdir
+        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device)
+        self.encoder.encode([WARM_UP_PAIR])
+        self.initialized = True
+        logger.info(
+            "INSTRUCTOR handler ready: device=%s threads=%d settings=%s",
+            device, torch.get_num_threads(), self.settings.to_mapping(),
+        )
+
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
+        """Answer every request of the batch: its vectors, or its own error."""
+        assert self.encoder is not None and self.settings is not None, "handler not initialized"
+        requests: list[EmbeddingRequest | None] = []
+        errors: dict[int, ServingError] = {}
+        for index, request in enumerate(data):
+            try:
+                requests.append(parse_request(_body_of(request), self.settings.max_items_per_request))
+            except ServingError as err:
+                requests.append(None)
+                errors[index] = err
+        answers = self._encode_valid(requests, errors)
+        return [
+            self._respond(context, index, requests[index], answers[index], errors.get(index))
+            for index in range(len(data))
+        ]
+
+    def _encode_valid(
+        self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError]
+    ) -> list[list[list[float]] | None]:
+        pairs = flatten_pairs(requests)
+        if not pairs:
+            return [None] * len(requests)
+        try:
+            vectors = self.encoder.encode(pairs).tolist()
+        except (MemoryError, torch.OutOfMemoryError):
+            logger.exception("out of memory encoding %d pairs", len(pairs))
+            failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
+        except Exception:  # noqa: BLE001 - logged with its trace; the client gets a plain 500
+            logger.exception("encoding %d pairs failed", len(pairs))
+            failure = InternalError("the model failed to encode this batch; the server log has details")
+        else:
+            return split_by_request(requests, vectors)
+        for index, request in enumerate(requests):
+            if request is not None:
+                errors[index] = failure
+        return [None] * len(requests)
+
+    @staticmethod
+    def _respond(
+        context: Any,
+        index: int,
+        request: EmbeddingRequest | None,
+        vectors: list[list[float]] | None,
+        error: ServingError | None,
+    ) -> bytes:
+        context.set_response_content_type(index, "application/json")
+        if error is not None:
+            context.set_response_status(int(error.status), error.status.phrase, idx=index)
+            return json.dumps(error.body()).encode("utf-8")
+        assert request is not None and vectors is not None
+        payload = vectors[0] if request.single else vectors
+        return json.dumps(payload, separators=(",", ":")).encode("utf-8")

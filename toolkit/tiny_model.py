@@ -1,0 +1,171 @@
+"""Build INSTRUCTOR-format test models offline and deterministically.
+
+A T5 encoder with fixed-seed weights, a sentencepiece tokenizer trained here on mixed-case,
+partly non-ASCII text, and the hub repo layout (``modules.json``, ``sentence_bert_config.json``,
+``1_Pooling``, ``2_Dense`` in the new and the old format, ``3_Normalize``), so both this project
+and the legacy InstructorEmbedding package load the same folder.
+
+Shapes: ``tiny`` (for tests, a few MB) and ``base`` (instructor-base's encoder, random weights:
+the same compute as the real model, no quality).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import sentencepiece
+import torch
+from safetensors.torch import save_file
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+SEED = 20261122
+VOCAB_SIZE = 1200
+
+CORPUS_LINES = (
+    "Represent the Science title for retrieving supporting documents:",
+    "Represent the Wikipedia question for retrieving relevant passages:",
+    "Represent the Financial statement:",
+    "Represent the Medicine sentence for clustering:",
+    "Parton energy loss in QCD matter and jet quenching at the LHC.",
+    "The Federal Reserve raised interest rates by a quarter point on Wednesday.",
+    "Dynamical Scalar Degree of Freedom in Horava-Lifshitz Gravity.",
+    "Aspirin reduces the risk of heart attack in some patients.",
+    "Where is the Eiffel Tower? It stands in Paris, France, since 1889.",
+    "Python, Java, Rust and Go are programming languages used in production.",
+    "TorchServe batches requests together; every request must get its own answer.",
+    "Café crème, naïve façade, Größe, Übermaß, señor, smørrebrød and déjà vu.",
+    "北京是中国的首都。東京は日本の首都です。서울은 한국의 수도입니다.",
+    "Numbers like 3.14159, 2026-11-22, 42%, $1,000 and #7 appear in text.",
+    "UPPER CASE WORDS, lower case words, and Mixed Case Words all occur.",
+    "Quick brown foxes jump over lazy dogs while zebras quietly graze.",
+    "Symbols: @ & * ( ) [ ] { } < > / \\ | ~ ^ _ + = ! ? ; : ' \" ` , .",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderShape:
+    """The T5 encoder and Dense sizes of a test model."""
+
+    d_model: int
+    d_kv: int
+    num_heads: int
+    d_ff: int
+    num_layers: int
+    vocab_size: int | None
+    dense_out: int
+
+
+SHAPES = {
+    "tiny": EncoderShape(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2, vocab_size=None, dense_out=48),
+    "base": EncoderShape(d_model=768, d_kv=64, num_heads=12, d_ff=3072, num_layers=12, vocab_size=32128, dense_out=768),
+}
+
+
+def _train_sentencepiece(workdir: Path) -> list[tuple[str, float]]:
+    corpus = workdir / "corpus.txt"
+    lines = [line for _ in range(3) for line in CORPUS_LINES]
+    lines += [" ".join(CORPUS_LINES[i : i + 3]) for i in range(len(CORPUS_LINES))]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prefix = workdir / "spiece"
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(prefix),
+        vocab_size=VOCAB_SIZE,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        seed_sentencepiece_size=100000,
+        minloglevel=2,
+    )
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(prefix) + ".model")
+    return [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+
+
+def _fill_deterministically(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Overwrite every parameter from one seeded generator, in name order."""
+    with torch.no_grad():
+        for name, parameter in sorted(module.named_parameters(), key=lambda item: item[0]):
+            noise = torch.randn(parameter.shape, generator=generator)
+            if "layer_norm" in name:
+                parameter.copy_(1.0 + 0.1 * noise)
+            elif "shared" in name or "embed" in name:
+                parameter.copy_(noise)
+            else:
+                parameter.copy_(noise * parameter.shape[-1] ** -0.5)
+
+
+def _write_sentence_transformers_files(target: Path, d_model: int, dense: torch.nn.Linear) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (target / "modules.json").write_text(json.dumps(modules, indent=2))
+    (target / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
+    pooling = {
+        "word_embedding_dimension": d_model,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (target / "1_Pooling").mkdir(exist_ok=True)
+    (target / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    dense_dir = target / "2_Dense"
+    dense_dir.mkdir(exist_ok=True)
+    dense_config = {
+        "in_features": dense.in_features,
+        "out_features": dense.out_features,
+        "bias": False,
+        "activation_function": "torch.nn.modules.linear.Identity",
+    }
+    (dense_dir / "config.json").write_text(json.dumps(dense_config, indent=2))
+    state = {"linear.weight": dense.weight.detach().clone().contiguous()}
+    save_file(state, str(dense_dir / "model.safetensors"))
+    torch.save(state, dense_dir / "pytorch_model.bin")
+    (target / "3_Normalize").mkdir(exist_ok=True)
+
+
+def build_test_model(target: str | Path, shape: str = "tiny") -> Path:
+    """Write an INSTRUCTOR-format model folder; the same inputs always give the same files.
+
+    Args:
+        target: the folder to write (created; existing files are overwritten).
+        shape: a key of :data:`SHAPES`.
+    """
+    spec = SHAPES[shape]
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        vocab = _train_sentencepiece(Path(workdir))
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+    tokenizer.save_pretrained(str(target))
+    config = T5Config(
+        vocab_size=spec.vocab_size or len(vocab),
+        d_model=spec.d_model,
+        d_kv=spec.d_kv,
+        num_heads=spec.num_heads,
+        d_ff=spec.d_ff,
+        num_layers=spec.num_layers,
+        feed_forward_proj="relu",
+        dropout_rate=0.0,
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+    generator = torch.Generator().manual_seed(SEED)
+    model = T5EncoderModel(config)
+    _fill_deterministically(model, generator)
+    model.save_pretrained(str(target), safe_serialization=True)
+    dense = torch.nn.Linear(spec.d_model, spec.dense_out, bias=False)
+    _fill_deterministically(dense, generator)
+    _write_sentence_transformers_files(target, spec.d_model, dense)
+    return target
