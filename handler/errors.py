@@ -26,6 +26,12 @@ class InvalidInputError(ServingError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class UnsupportedMediaTypeError(ServingError):
+    """The body arrived form-encoded, which mangles JSON (``+``, ``%``). Maps to HTTP 415."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
 class TooManyInputsError(ServingError):
     """More pairs in one request than the configured limit. Maps to HTTP 413."""
 

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from typing import Any
 
-from handler.errors import InvalidInputError, TooManyInputsError
+from handler.errors import InvalidInputError, TooManyInputsError, UnsupportedMediaTypeError
 
 ACCEPTED_FIELDS = ("inputs",)
 
@@ -37,6 +37,25 @@ def json_type_name(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "number"
     return type(value).__name__
+
+
+def body_of(request: dict[str, Any]) -> Any:
+    """The raw body of one TorchServe request entry (``body`` or ``data``).
+
+    A form-encoded POST (``Content-Type: application/x-www-form-urlencoded``, what ``curl -d``
+    sends by default) arrives as form fields instead, with ``+`` and ``%`` already decoded
+    away; it is refused rather than guessed at.
+    """
+    for key in ("body", "data"):
+        if request.get(key) is not None:
+            return request[key]
+    if request:
+        raise UnsupportedMediaTypeError(
+            "the body arrived form-encoded (Content-Type: application/x-www-form-urlencoded, "
+            "curl -d's default), which alters '+' and '%'; send it with "
+            "Content-Type: application/json (curl --json or -H 'Content-Type: application/json')"
+        )
+    return None
 
 
 def decode_body(raw: Any) -> Any:
@@ -88,18 +107,19 @@ def _parse_pair(value: Any, field: str) -> tuple[str, str]:
     return instruction, text
 
 
-def parse_request(raw: Any, max_items: int) -> EmbeddingRequest:
-    """Validate one request body.
+def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    """Validate one entry of a TorchServe batch.
 
     Args:
-        raw: the body as TorchServe hands it over (bytes, str or decoded JSON).
+        request: the entry as TorchServe hands it over (``body`` as bytes, str or decoded JSON).
         max_items: most pairs one request may carry.
 
     Raises:
         InvalidInputError: the body is malformed (400).
+        UnsupportedMediaTypeError: the body was form-encoded (415).
         TooManyInputsError: more than ``max_items`` pairs (413).
     """
-    body = decode_body(raw)
+    body = decode_body(body_of(request))
     if not isinstance(body, dict):
         raise InvalidInputError(
             f"request body must be a JSON object with an 'inputs' field, got {json_type_name(body)}"

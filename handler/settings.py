@@ -10,7 +10,7 @@ from typing import Any
 from handler.errors import ModelConfigError
 
 
-class InstructionMode(str, enum.Enum):
+class InstructionMode(enum.StrEnum):
     """How the instruction of an ``[instruction, text]`` pair takes part in the embedding.
 
     - ``exclude``: INSTRUCTOR semantics. The encoder reads ``instruction + text``; mean pooling

@@ -41,11 +41,6 @@ def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int
     return max(1, cpu_count // max(1, max_workers))
 
 
-def _body_of(request: dict[str, Any]) -> Any:
-    body = request.get("body")
-    return request.get("data") if body is None else body
-
-
 class InstructorHandler(BaseHandler):
     """Serves ``{"inputs": [instruction, text]}`` and ``{"inputs": [[i, t], ...]}``."""
 
@@ -80,7 +75,7 @@ class InstructorHandler(BaseHandler):
         errors: dict[int, ServingError] = {}
         for index, request in enumerate(data):
             try:
-                requests.append(parse_request(_body_of(request), self.settings.max_items_per_request))
+                requests.append(parse_request(request, self.settings.max_items_per_request))
             except ServingError as err:
                 requests.append(None)
                 errors[index] = err
@@ -101,7 +96,7 @@ class InstructorHandler(BaseHandler):
         except (MemoryError, torch.OutOfMemoryError):
             logger.exception("out of memory encoding %d pairs", len(pairs))
             failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
-        except Exception:  # noqa: BLE001 - logged with its trace; the client gets a plain 500
+        except Exception:
             logger.exception("encoding %d pairs failed", len(pairs))
             failure = InternalError("the model failed to encode this batch; the server log has details")
         else:

@@ -1,0 +1,60 @@
+# Serve INSTRUCTOR embeddings with TorchServe. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= demo
+NAME ?= instructor
+INSTRUCTION_MODE ?=
+FORMAT ?= default
+WORKERS ?= 1
+PYTEST_ARGS ?=
+
+SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --workers $(WORKERS) \
+	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),)
+
+.PHONY: help venv serve stop archive test lint golden clean
+
+help:
+	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [WORKERS=1]"
+	@echo "make stop      stop the server make serve started"
+	@echo "make archive   build model_store/NAME.mar only"
+	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
+	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+serve: venv
+	$(PY) scripts/serve.py $(SERVE_ARGS)
+
+stop: venv
+	$(PY) scripts/stop.py
+
+archive: venv
+	$(PY) scripts/build_archive.py $(SERVE_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.venv-legacy/.installed: requirements-legacy.txt
+	$(PYTHON) -m venv .venv-legacy
+	.venv-legacy/bin/python -m pip install --quiet -r requirements-legacy.txt
+	touch $@
+
+golden: venv .venv-legacy/.installed
+	$(PY) scripts/make_tiny_model.py models/tiny
+	.venv-legacy/bin/python scripts/make_golden_vectors.py models/tiny tests/golden/tiny_instructor.json
+
+clean:
+	rm -rf model_store/*.mar model_store/$(NAME) .run logs

