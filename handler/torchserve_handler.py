@@ -79,6 +79,10 @@ class InstructorHandler(BaseHandler):
             except ServingError as err:
                 requests.append(None)
                 errors[index] = err
+        logger.info(
+            "batch of %d requests: %d rejected, %d pairs to encode",
+            len(data), len(errors), sum(len(request.pairs) for request in requests if request is not None),
+        )
         answers = self._encode_valid(requests, errors)
         return [
             self._respond(context, index, requests[index], answers[index], errors.get(index))

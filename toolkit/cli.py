@@ -183,10 +183,16 @@ def unregister_main(argv: Sequence[str] | None = None) -> int:
     return _run(main, parser, argv)
 
 
-def repo_layout() -> server.ServerLayout:
-    """The server ``make serve`` runs: from the repo root, with ``config.properties`` there."""
-    return server.ServerLayout(workdir=REPO_ROOT, config_file=REPO_ROOT / "config.properties",
-                               run_dir=REPO_ROOT / ".run")
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT,
+                        help="where TorchServe starts and writes key_file.json (default: the repo root)")
+    parser.add_argument("--config", type=Path, default=None, help="default: WORKDIR/config.properties")
+
+
+def _layout(args: argparse.Namespace) -> server.ServerLayout:
+    workdir = args.workdir.resolve()
+    config = (args.config or workdir / "config.properties").resolve()
+    return server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / ".run")
 
 
 def curl_example(name: str, key: str, inference_url: str = DEFAULT_INFERENCE_URL) -> str:
@@ -201,25 +207,30 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=serve_main.__doc__)
     _add_model_args(parser)
     _add_archive_args(parser)
+    _add_server_args(parser)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workers")
 
     def main(args: argparse.Namespace) -> int:
+        layout = _layout(args)
+        inference_url, management_url = server.listener_urls(layout)
+        model_store = server.read_properties(layout.config_file.read_text()).get("model_store", "model_store")
+        args.export_dir = layout.workdir / model_store
         source, archive = _build(args)
         print(f"model: {source.label}; archive: {archive}")
-        layout = repo_layout()
-        if server.running_pid(layout) is None:
+        pid = server.running_pid(layout)
+        if pid is None:
             server.start(layout)
         else:
-            print(f"TorchServe already running (pid {server.running_pid(layout)}); re-registering {args.name}")
-        server.wait_until_up(layout, DEFAULT_INFERENCE_URL)
-        client = ManagementClient(layout.key_file, DEFAULT_MANAGEMENT_URL)
+            print(f"TorchServe already running (pid {pid}); re-registering {args.name}")
+        server.wait_until_up(layout, inference_url)
+        client = ManagementClient(layout.key_file, management_url)
         if args.name in client.list_models():
             client.unregister(args.name)
         client.register(archive.name, initial_workers=args.workers)
         server.wait_for(lambda: server.workers_ready(client, args.name), args.timeout, f"{args.name} workers")
         keys = TokenKeys.read(layout.key_file)
-        print(f"serving {source.label} at {DEFAULT_INFERENCE_URL}/predictions/{args.name}")
-        print("try:\n  " + curl_example(args.name, keys.inference))
+        print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
+        print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
         print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
         return 0
 
@@ -229,9 +240,10 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 def stop_main(argv: Sequence[str] | None = None) -> int:
     """Stop the TorchServe that ``make serve`` started."""
     parser = argparse.ArgumentParser(description=stop_main.__doc__)
+    _add_server_args(parser)
 
     def main(args: argparse.Namespace) -> int:
-        print("TorchServe stopped" if server.stop(repo_layout()) else "TorchServe was not running")
+        print("TorchServe stopped" if server.stop(_layout(args)) else "TorchServe was not running")
         return 0
 
     return _run(main, parser, argv)

@@ -74,6 +74,12 @@ def with_overrides(text: str, overrides: Mapping[str, str]) -> str:
     return result if not extra else result.rstrip("\n") + "\n" + extra
 
 
+def listener_urls(layout: ServerLayout) -> tuple[str, str]:
+    """The (inference, management) base URLs from the layout's ``config.properties``."""
+    properties = read_properties(layout.config_file.read_text())
+    return properties["inference_address"].rstrip("/"), properties["management_address"].rstrip("/")
+
+
 def _java_major(java: str) -> int | None:
     try:
         output = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
@@ -133,11 +139,15 @@ def start(layout: ServerLayout) -> None:
     model_store = (layout.workdir / properties.get("model_store", "model_store")).resolve()
     command = [_torchserve(), "--start", "--ncs", "--ts-config", str(layout.config_file)]
     command += ["--model-store", str(model_store)]
-    result = subprocess.run(
-        command, cwd=layout.workdir, env=server_env(layout), capture_output=True, text=True, timeout=120
-    )
+    # The Java frontend inherits these handles and outlives the launcher: a file, never a pipe.
+    with open(layout.run_dir / "torchserve.out", "w") as output:
+        result = subprocess.run(
+            command, cwd=layout.workdir, env=server_env(layout), stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=True, timeout=120,
+        )
     if result.returncode != 0:
-        raise ServerError(f"torchserve --start failed ({result.returncode}): {result.stderr[-2000:]}")
+        tail = (layout.run_dir / "torchserve.out").read_text()[-2000:]
+        raise ServerError(f"torchserve --start failed ({result.returncode}): {tail}")
 
 
 def stop(layout: ServerLayout, timeout_s: float = 60.0) -> bool:

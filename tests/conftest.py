@@ -1,0 +1,101 @@
+"""Shared fixtures: the tiny INSTRUCTOR model, its archive, and a real TorchServe on free ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from handler.encoder import InstructorEncoder
+from handler.settings import HandlerSettings
+from toolkit import server
+from toolkit.archive import WorkerConfig, build_archive
+from toolkit.management import ManagementClient, TokenKeys
+from toolkit.tiny_model import build_test_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXCLUDE = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
+# Batches of up to 4 requests; a long delay so concurrent test requests land in one batch.
+BATCHING = WorkerConfig(min_workers=1, max_workers=1, batch_size=4, max_batch_delay_ms=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The INSTRUCTOR-format test model, built offline once per session."""
+    return build_test_model(tmp_path_factory.mktemp("models") / "tiny", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path) -> InstructorEncoder:
+    """The encoder the handler uses, on the tiny model, loaded in-process."""
+    return InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A TorchServe started by a test, and how to talk to it."""
+
+    layout: server.ServerLayout
+    model_store: Path
+    inference_url: str
+    management_url: str
+    metrics_url: str
+
+    @property
+    def management(self) -> ManagementClient:
+        return ManagementClient(self.layout.key_file, self.management_url)
+
+    def keys(self) -> TokenKeys:
+        return TokenKeys.read(self.layout.key_file)
+
+    def predict(self, name: str, body: object, **kwargs: object) -> requests.Response:
+        """POST a JSON body with the inference key."""
+        headers = {"Authorization": f"Bearer {self.keys().inference}"}
+        return requests.post(f"{self.inference_url}/predictions/{name}", json=body, headers=headers, timeout=60, **kwargs)
+
+    def model_log(self) -> str:
+        path = self.layout.log_dir / "model_log.log"
+        return path.read_text() if path.exists() else ""
+
+
+def write_test_config(workdir: Path, model_store: Path) -> tuple[Path, dict[str, str]]:
+    """The repo's config.properties with free loopback ports and a test model store."""
+    ports = {name: free_port() for name in ("inference", "management", "metrics")}
+    overrides = {f"{name}_address": f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    overrides |= {f"grpc_{name}_port": str(free_port()) for name in ("inference", "management")}
+    overrides["model_store"] = str(model_store)
+    text = server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides)
+    config = workdir / "config.properties"
+    config.write_text(text)
+    return config, overrides
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """A real TorchServe (repo config, free ports) with the tiny archive in its store; stopped after."""
+    workdir = tmp_path_factory.mktemp("torchserve")
+    model_store = workdir / "model_store"
+    build_archive(tiny_model_dir, model_store, EXCLUDE, BATCHING, name="instructor")
+    config, addresses = write_test_config(workdir, model_store)
+    layout = server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / "run")
+    running = RunningServer(
+        layout, model_store, addresses["inference_address"], addresses["management_address"],
+        addresses["metrics_address"],
+    )
+    server.start(layout)
+    try:
+        server.wait_until_up(layout, running.inference_url, timeout_s=120)
+        yield running
+    finally:
+        server.stop(layout)
