@@ -62,7 +62,8 @@ class RunningServer:
     def predict(self, name: str, body: object, **kwargs: object) -> requests.Response:
         """POST a JSON body with the inference key."""
         headers = {"Authorization": f"Bearer {self.keys().inference}"}
-        return requests.post(f"{self.inference_url}/predictions/{name}", json=body, headers=headers, timeout=60, **kwargs)
+        url = f"{self.inference_url}/predictions/{name}"
+        return requests.post(url, json=body, headers=headers, timeout=60, **kwargs)
 
     def model_log(self) -> str:
         path = self.layout.log_dir / "model_log.log"

@@ -1,0 +1,53 @@
+"""Flattening a dynamic batch, splitting answers back, and planning micro-batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from handler.batching import flatten_pairs, plan_micro_batches, split_by_request
+from handler.request_parsing import EmbeddingRequest
+
+REQUESTS = [
+    EmbeddingRequest((("a", "1"),), single=True),
+    None,
+    EmbeddingRequest((("b", "2"), ("c", "3"), ("d", "4")), single=False),
+    None,
+    EmbeddingRequest((("e", "5"),), single=False),
+]
+
+
+def test_flatten_keeps_request_order_and_skips_rejected() -> None:
+    assert flatten_pairs(REQUESTS) == [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]
+
+
+def test_split_gives_each_request_its_own_rows() -> None:
+    assert split_by_request(REQUESTS, ["v1", "v2", "v3", "v4", "v5"]) == [["v1"], None, ["v2", "v3", "v4"], None, ["v5"]]
+
+
+def test_split_refuses_a_row_count_mismatch() -> None:
+    with pytest.raises(ValueError, match="expected 5 rows, got 4"):
+        split_by_request(REQUESTS, ["v1", "v2", "v3", "v4"])
+
+
+def test_plan_covers_every_row_once_longest_first() -> None:
+    lengths = [5, 40, 12, 40, 7, 300, 3]
+    plan = plan_micro_batches(lengths, max_rows=2, max_tokens=10_000)
+    assert sorted(index for batch in plan for index in batch) == list(range(len(lengths)))
+    assert plan[0] == [5, 1]
+    assert all(len(batch) <= 2 for batch in plan)
+
+
+def test_plan_respects_token_budget() -> None:
+    lengths = [100, 100, 100, 60, 60, 10]
+    plan = plan_micro_batches(lengths, max_rows=32, max_tokens=200)
+    for batch in plan:
+        assert len(batch) * max(lengths[index] for index in batch) <= 200
+    assert plan == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_plan_always_fits_one_row_over_budget() -> None:
+    assert plan_micro_batches([600], max_rows=4, max_tokens=512) == [[0]]
+
+
+def test_plan_of_nothing_is_empty() -> None:
+    assert plan_micro_batches([], max_rows=4, max_tokens=512) == []

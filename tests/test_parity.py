@@ -1,0 +1,80 @@
+"""Parity with InstructorEmbedding 1.0.1's own code, on the tiny model and on instructor-base's shape.
+
+The reference (tests/reference.py) executes INSTRUCTOR_Transformer.tokenize / forward and
+INSTRUCTOR_Pooling; nothing in it re-implements the semantics under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from handler.encoder import InstructorEncoder
+from tests.cases import PARITY_CASES
+from tests.conftest import EXCLUDE
+from tests.reference import ReferenceInstructor
+from toolkit.tiny_model import build_test_model
+
+pytestmark = pytest.mark.parity
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def base_shape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialized model of instructor-base's shape (12 layers, d_model 768)."""
+    return build_test_model(tmp_path_factory.mktemp("models") / "base-shape", "base")
+
+
+@pytest.fixture(scope="module", params=["tiny", "base-shape"])
+def encoder_and_reference(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, base_shape_dir: Path
+) -> tuple[InstructorEncoder, ReferenceInstructor]:
+    model_dir = tiny_model_dir if request.param == "tiny" else base_shape_dir
+    return InstructorEncoder.from_folder(model_dir, EXCLUDE), ReferenceInstructor(model_dir)
+
+
+def max_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert actual.shape == expected.shape
+    return float((actual - expected).abs().max())
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_matches_reference(case: str, encoder_and_reference: tuple[InstructorEncoder, ReferenceInstructor]) -> None:
+    encoder, reference = encoder_and_reference
+    pairs = PARITY_CASES[case]
+    assert max_difference(encoder.encode([tuple(pair) for pair in pairs]), reference.encode(pairs)) <= TOLERANCE
+
+
+def test_batch_equals_single(encoder_and_reference: tuple[InstructorEncoder, ReferenceInstructor]) -> None:
+    encoder, _ = encoder_and_reference
+    pairs = [tuple(pair) for pair in PARITY_CASES["mixed_batch"]]
+    batch = encoder.encode(pairs)
+    singles = torch.cat([encoder.encode([pair]) for pair in pairs])
+    assert max_difference(batch, singles) <= TOLERANCE
+
+
+def test_instruction_changes_the_vector(encoder_and_reference: tuple[InstructorEncoder, ReferenceInstructor]) -> None:
+    encoder, _ = encoder_and_reference
+    science, wiki = encoder.encode([tuple(pair) for pair in PARITY_CASES["one_text_two_instructions"]])
+    assert float((science - wiki).abs().max()) > 1e-3
+
+
+def test_vectors_are_unit_length(encoder_and_reference: tuple[InstructorEncoder, ReferenceInstructor]) -> None:
+    encoder, _ = encoder_and_reference
+    norms = encoder.encode([tuple(pair) for pair in PARITY_CASES["mixed_batch"]]).norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_mixed_instructions_share_one_forward_pass(tiny_encoder: InstructorEncoder) -> None:
+    pairs = [tuple(pair) for pair in PARITY_CASES["mixed_batch"]]
+    calls: list[int] = []
+    hook = tiny_encoder.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        tiny_encoder.encode(pairs)
+    finally:
+        hook.remove()
+    assert len({instruction for instruction, _ in pairs}) > 2
+    assert len(calls) == 1

@@ -1,0 +1,40 @@
+"""The handler settings: validated once, unknown keys and bad values refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from handler.errors import ModelConfigError
+from handler.settings import HandlerSettings, InstructionMode
+
+
+def test_minimal_settings_take_defaults() -> None:
+    settings = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
+    assert settings.instruction_mode is InstructionMode.EXCLUDE
+    assert settings.max_length == 512 and settings.max_items_per_request == 128
+
+
+def test_round_trip_through_mapping() -> None:
+    settings = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256, "torch_threads": 2})
+    assert HandlerSettings.from_mapping(settings.to_mapping()) == settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "'instruction_mode' is required"),
+        ({}, "'instruction_mode' is required"),
+        ({"instruction_mode": "pool-everything"}, "must be one of ['exclude', 'include', 'ignore']"),
+        ({"instruction_mode": "exclude", "max_lenght": 10}, "unknown handler setting(s) ['max_lenght']"),
+        ({"instruction_mode": "exclude", "max_length": "512"}, "'max_length' must be an integer, got '512'"),
+        ({"instruction_mode": "exclude", "max_length": True}, "'max_length' must be an integer"),
+        ({"instruction_mode": "exclude", "max_items_per_request": 0}, "'max_items_per_request' must be at least 1"),
+        ({"instruction_mode": "exclude", "torch_threads": -1}, "'torch_threads' must be 0 (auto) or more"),
+        ({"instruction_mode": "exclude", "micro_batch_tokens": 100}, "must be at least 'max_length' (512)"),
+        ({"instruction_mode": "exclude", "model_subdir": ""}, "'model_subdir' must be a non-empty string"),
+    ],
+)
+def test_bad_settings_are_refused(raw: dict[str, object] | None, message: str) -> None:
+    with pytest.raises(ModelConfigError) as raised:
+        HandlerSettings.from_mapping(raw)
+    assert message in str(raised.value)
