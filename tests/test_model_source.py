@@ -63,6 +63,17 @@ def test_hub_download_asks_for_the_selected_files(tmp_path: Path) -> None:
     assert source.instruction_mode is InstructionMode.EXCLUDE
 
 
+def test_completed_download_is_reused_offline(tmp_path: Path) -> None:
+    with mock.patch("huggingface_hub.HfApi") as api, mock.patch("huggingface_hub.snapshot_download"):
+        api.return_value.list_repo_files.return_value = INSTRUCTOR_LARGE_FILES
+        first = resolve("hkunlp/instructor-large", tmp_path)
+    with mock.patch("huggingface_hub.HfApi") as offline:
+        offline.return_value.list_repo_files.side_effect = httpx2.ConnectError("Name or service not known")
+        assert resolve("hkunlp/instructor-large", tmp_path).path == first.path
+        with pytest.raises(ModelSourceError, match="cannot download"):
+            resolve("hkunlp/instructor-large", tmp_path, revision="other")
+
+
 def test_unreachable_hub_says_what_to_do(tmp_path: Path) -> None:
     with mock.patch("huggingface_hub.HfApi") as api:
         api.return_value.list_repo_files.side_effect = httpx2.ConnectError("Name or service not known")

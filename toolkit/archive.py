@@ -26,7 +26,9 @@ HANDLER_PACKAGE = REPO_ROOT / "handler"
 # --archive-format value -> what torch-model-archiver writes into the export folder.
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}
 # Model files the server never reads: other frameworks' weights, docs, VCS metadata.
-SKIPPED_MODEL_FILES = ("*.md", ".gitattributes", "*.h5", "*.msgpack", "*.onnx", "*.ot", "onnx", "openvino", ".cache")
+SKIPPED_MODEL_FILES = (
+    "*.md", ".gitattributes", ".download.json", ".cache", "*.h5", "*.msgpack", "*.onnx", "*.ot", "onnx", "openvino",
+)
 
 
 class ArchiveError(Exception):

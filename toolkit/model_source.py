@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 from pathlib import Path
 
 from handler.settings import InstructionMode
 
 DEMO = "demo"
+# Written after a complete download: which repo and revision the folder holds.
+DOWNLOAD_MARKER = ".download.json"
 TINY = "tiny"
 
 # Files a sentence-transformers model needs; weights are chosen separately.
@@ -82,13 +85,19 @@ def select_hub_files(repo_files: list[str]) -> list[str]:
 def download_from_hub(repo_id: str, models_dir: Path, revision: str | None = None) -> Path:
     """Download a hub repo's serving files into ``models_dir/<owner>--<name>`` (once).
 
-    Shows huggingface_hub's progress bars. Raises :class:`ModelSourceError` with the way out
-    (a pre-downloaded folder) when the Hub cannot be reached.
+    A folder completed by an earlier download of the same repo and revision is reused without
+    touching the network. Shows huggingface_hub's progress bars. Raises
+    :class:`ModelSourceError` with the way out (a pre-downloaded folder) when the Hub cannot be
+    reached.
     """
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     target = models_dir / repo_id.replace("/", "--")
+    marker = target / DOWNLOAD_MARKER
+    wanted = {"repo_id": repo_id, "revision": revision}
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        return target
     try:
         repo_files = HfApi().list_repo_files(repo_id, revision=revision)
         snapshot_download(
@@ -105,6 +114,8 @@ def download_from_hub(repo_id: str, models_dir: Path, revision: str | None = Non
             f"On a machine that reaches the Hub run: hf download {repo_id} --local-dir DIR, "
             "copy DIR here and serve it with MODEL=DIR"
         ) from err
+    target.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(wanted))
     return target
 
 
