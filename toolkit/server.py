@@ -196,13 +196,28 @@ def _pings(layout: ServerLayout, inference_url: str) -> bool:
         return False
 
 
+def _first_failure(layout: ServerLayout) -> str:
+    """The first Java exception line TorchServe printed (e.g. a port already in use)."""
+    output = layout.run_dir / "torchserve.out"
+    lines = output.read_text(errors="replace").splitlines() if output.exists() else []
+    failures = [line.strip() for line in lines if re.match(r"^(java\.|Caused by:)", line.strip())]
+    return " / ".join(failures[:2]) or "no error printed"
+
+
 def wait_until_up(layout: ServerLayout, inference_url: str, timeout_s: float = 90.0) -> None:
-    """Wait until TorchServe answers ``/ping`` with its inference key; fail fast if it died."""
+    """Wait until TorchServe has bound every listener and answers ``/ping``; fail fast if it died.
+
+    The HTTP listeners answer before the gRPC ones are bound, so ``/ping`` alone can succeed
+    just before a start-up failure (a port in use): the frontend's "Model server started."
+    line is awaited too.
+    """
+    output = layout.run_dir / "torchserve.out"
 
     def up() -> bool:
         if running_pid(layout) is None and layout.pid_file.exists():
-            raise ServerError(f"TorchServe exited during start-up; see {layout.log_dir}")
-        return _pings(layout, inference_url)
+            raise ServerError(f"TorchServe exited during start-up: {_first_failure(layout)}; see {layout.log_dir}")
+        started = output.exists() and "Model server started." in output.read_text(errors="replace")
+        return started and _pings(layout, inference_url)
 
     wait_for(up, timeout_s, f"TorchServe to answer {inference_url}/ping")
 
