@@ -16,13 +16,14 @@ PYTEST_ARGS ?=
 SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --workers $(WORKERS) \
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),)
 
-.PHONY: help venv serve stop archive test lint golden clean
+.PHONY: help venv serve stop archive test soak lint golden clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [WORKERS=1]"
 	@echo "make stop      stop the server make serve started"
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
+	@echo "make soak      the reliability tests with 10x the requests"
 	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -44,9 +45,14 @@ archive: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Ten times the live fuzz, load and fault-injection requests of make test.
+soak: venv
+	RELIABILITY_SCALE=10 $(VENV)/bin/pytest tests/test_reliability.py $(PYTEST_ARGS)
 
 .venv-legacy/.installed: requirements-legacy.txt
 	$(PYTHON) -m venv .venv-legacy

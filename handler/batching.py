@@ -20,9 +20,7 @@ def flatten_pairs(requests: Sequence[EmbeddingRequest | None]) -> list[tuple[str
     return [pair for request in requests if request is not None for pair in request.pairs]
 
 
-def split_by_request(
-    requests: Sequence[EmbeddingRequest | None], rows: Sequence[T]
-) -> list[list[T] | None]:
+def split_by_request(requests: Sequence[EmbeddingRequest | None], rows: Sequence[T]) -> list[list[T] | None]:
     """Give each valid request its slice of ``rows``; rejected requests get ``None``.
 
     Raises:

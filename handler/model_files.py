@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from handler.errors import ModelConfigError
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "vocab.txt")
 
 SUPPORTED_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "torch.nn.modules.linear.Identity": torch.nn.Identity,
@@ -53,9 +62,26 @@ def _check_pooling(pooling_dir: Path) -> None:
     modes = sorted(key for key, value in config.items() if key.startswith("pooling_mode") and value)
     if modes != ["pooling_mode_mean_tokens"]:
         raise ModelConfigError(
-            f"{pooling_dir / 'config.json'} enables {modes}; only mean pooling "
-            "(pooling_mode_mean_tokens) is supported"
+            f"{pooling_dir / 'config.json'} enables {modes}; only mean pooling (pooling_mode_mean_tokens) is supported"
         )
+
+
+def _check_files(root: Path) -> None:
+    """Weights and a tokenizer are present, and every safetensors file is complete.
+
+    Reading a safetensors header is cheap and catches a truncated copy or download before
+    TorchServe starts a worker on it.
+    """
+    if not any((root / name).is_file() for name in WEIGHT_FILES):
+        raise ModelConfigError(f"{root} is incomplete: no weights ({', '.join(WEIGHT_FILES)})")
+    if not any((root / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelConfigError(f"{root} is incomplete: no tokenizer ({', '.join(TOKENIZER_FILES)})")
+    for path in sorted(root.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelConfigError(f"{path} is corrupt or incomplete: {err}") from None
 
 
 def read_layout(root: str | Path) -> ModelLayout:
@@ -69,6 +95,7 @@ def read_layout(root: str | Path) -> ModelLayout:
         raise ModelConfigError(f"{root} is not a folder")
     if not (root / "config.json").is_file():
         raise ModelConfigError(f"{root} is not a model folder: config.json is missing")
+    _check_files(root)
     modules = _read_json(root / "modules.json")
     kinds = [_short_type(module) for module in modules]
     if len(kinds) < 2 or kinds[0] not in ("Transformer", "INSTRUCTOR_Transformer"):

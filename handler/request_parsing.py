@@ -95,13 +95,9 @@ def _checked_string(value: Any, field: str, role: str, *, allow_empty: bool) -> 
 
 def _parse_pair(value: Any, field: str) -> tuple[str, str]:
     if not isinstance(value, list):
-        raise InvalidInputError(
-            f"{field} must be an [instruction, text] array, got {json_type_name(value)}"
-        )
+        raise InvalidInputError(f"{field} must be an [instruction, text] array, got {json_type_name(value)}")
     if len(value) != 2:
-        raise InvalidInputError(
-            f"{field} must have exactly 2 items [instruction, text], got {len(value)}"
-        )
+        raise InvalidInputError(f"{field} must have exactly 2 items [instruction, text], got {len(value)}")
     instruction = _checked_string(value[0], f"{field}[0]", "instruction", allow_empty=True)
     text = _checked_string(value[1], f"{field}[1]", "text", allow_empty=False)
     return instruction, text
@@ -132,8 +128,7 @@ def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
     inputs = body["inputs"]
     if not isinstance(inputs, list):
         raise InvalidInputError(
-            "'inputs' must be an [instruction, text] pair or an array of pairs, "
-            f"got {json_type_name(inputs)}"
+            f"'inputs' must be an [instruction, text] pair or an array of pairs, got {json_type_name(inputs)}"
         )
     if not inputs:
         raise InvalidInputError("'inputs' must not be an empty array")
@@ -141,8 +136,7 @@ def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
         return EmbeddingRequest(pairs=(_parse_pair(inputs, "inputs"),), single=True)
     if not isinstance(inputs[0], list):
         raise InvalidInputError(
-            "inputs[0] must be an instruction string or an [instruction, text] pair, "
-            f"got {json_type_name(inputs[0])}"
+            f"inputs[0] must be an instruction string or an [instruction, text] pair, got {json_type_name(inputs[0])}"
         )
     if len(inputs) > max_items:
         raise TooManyInputsError(

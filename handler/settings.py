@@ -58,9 +58,7 @@ class HandlerSettings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - set(fields))
         if unknown:
-            raise ModelConfigError(
-                f"unknown handler setting(s) {unknown}; known: {sorted(fields)}"
-            )
+            raise ModelConfigError(f"unknown handler setting(s) {unknown}; known: {sorted(fields)}")
         if "instruction_mode" not in raw:
             modes = [m.value for m in InstructionMode]
             raise ModelConfigError(f"handler setting 'instruction_mode' is required, one of {modes}")

@@ -65,7 +65,9 @@ class InstructorHandler(BaseHandler):
         self.initialized = True
         logger.info(
             "INSTRUCTOR handler ready: device=%s threads=%d settings=%s",
-            device, torch.get_num_threads(), self.settings.to_mapping(),
+            device,
+            torch.get_num_threads(),
+            self.settings.to_mapping(),
         )
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
@@ -81,7 +83,9 @@ class InstructorHandler(BaseHandler):
                 errors[index] = err
         logger.info(
             "batch of %d requests: %d rejected, %d pairs to encode",
-            len(data), len(errors), sum(len(request.pairs) for request in requests if request is not None),
+            len(data),
+            len(errors),
+            sum(len(request.pairs) for request in requests if request is not None),
         )
         answers = self._encode_valid(requests, errors)
         return [

@@ -91,7 +91,10 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     config, addresses = write_test_config(workdir, model_store)
     layout = server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / "run")
     running = RunningServer(
-        layout, model_store, addresses["inference_address"], addresses["management_address"],
+        layout,
+        model_store,
+        addresses["inference_address"],
+        addresses["management_address"],
         addresses["metrics_address"],
     )
     server.start(layout)

@@ -41,8 +41,12 @@ def test_serve_twice_keeps_one_server_then_stop(
         body = words[words.index("-d") + 1]
         key = TokenKeys.read(workdir / "key_file.json").inference
         assert f"Bearer {key}" in curl
-        answer = requests.post(words[2], data=body, headers={"Authorization": f"Bearer {key}",
-                                                            "Content-Type": "application/json"}, timeout=60)
+        answer = requests.post(
+            words[2],
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=60,
+        )
         assert answer.status_code == 200 and len(answer.json()) == 48
 
         assert cli.serve_main(args) == 0
@@ -74,9 +78,18 @@ def test_build_refuses_a_folder_that_is_not_a_model(tmp_path: Path, capsys: pyte
 
 def test_scripts_run_as_files(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "build_archive.py"), "--model", "demo",
-         "--export-dir", str(tmp_path)],
-        capture_output=True, text=True, check=False, timeout=300,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "build_archive.py"),
+            "--model",
+            "demo",
+            "--export-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "offline demo" in result.stdout and (tmp_path / "instructor.mar").is_file()

@@ -43,3 +43,13 @@ def test_size_limits_fit_the_largest_allowed_batch() -> None:
 def test_overrides_replace_and_append() -> None:
     text = "a=1\n# b=2\nc=3\n"
     assert with_overrides(text, {"c": "9", "d": "4"}) == "a=1\n# b=2\nc=9\nd=4\n"
+
+
+def test_no_debug_or_remote_switch_is_on() -> None:
+    text = (REPO_ROOT / "config.properties").read_text()
+    assert "0.0.0.0" not in text
+    keys = set(PROPERTIES)
+    assert not {key for key in keys if "debug" in key.lower()}
+    assert PROPERTIES["load_models"] == ""
+    assert PROPERTIES.get("enable_grpc_ssl") == "false" and PROPERTIES["grpc_inference_address"] == "127.0.0.1"
+    assert "workflow_store" not in keys and "snapshot_store" not in keys

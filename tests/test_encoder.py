@@ -81,6 +81,24 @@ def test_missing_modules_json(tmp_path: Path, tiny_model_dir: Path) -> None:
         read_layout(model)
 
 
+def test_truncated_weights_are_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelConfigError, match=re.escape(f"{weights} is corrupt or incomplete")):
+        read_layout(model)
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"), [("model.safetensors", "no weights"), ("tokenizer.json", "no tokenizer")]
+)
+def test_incomplete_folder_is_refused(tmp_path: Path, tiny_model_dir: Path, missing: str, message: str) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    (model / missing).unlink()
+    with pytest.raises(ModelConfigError, match=f"is incomplete: {message}"):
+        read_layout(model)
+
+
 def test_unsupported_pooling_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
     model = copy_model(tiny_model_dir, tmp_path / "m")
     config_path = model / "1_Pooling" / "config.json"

@@ -59,8 +59,10 @@ def test_batch_with_bad_requests_answers_each_on_its_own(handler: InstructorHand
     expected = handler.encoder.encode([("Represent the title:", "Hello"), ("", "World")])
     status, single = results[0]
     assert status == 200 and torch.allclose(torch.tensor(single), expected[0], atol=1e-5)
-    assert results[1] == (400, {"code": 400, "type": "InvalidInputError",
-                                "message": "inputs[0][1] (text) must be a string, got number"})
+    assert results[1] == (
+        400,
+        {"code": 400, "type": "InvalidInputError", "message": "inputs[0][1] (text) must be a string, got number"},
+    )
     status, batch = results[2]
     assert status == 200 and torch.allclose(torch.tensor(batch), expected, atol=1e-5)
     assert results[3][0] == 415 and "Content-Type: application/json" in results[3][1]["message"]
@@ -79,8 +81,12 @@ def test_all_bad_batch_never_calls_the_model(handler: InstructorHandler, unpacke
     ],
 )
 def test_model_failure_answers_valid_requests_without_details(
-    handler: InstructorHandler, unpacked_archive: Path, monkeypatch: pytest.MonkeyPatch,
-    failure: Exception, status: int, message: str,
+    handler: InstructorHandler,
+    unpacked_archive: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+    message: str,
 ) -> None:
     def broken(_: object) -> torch.Tensor:
         raise failure

@@ -65,8 +65,12 @@ def test_batch_answers_vectors_in_order(registered: RunningServer, tiny_encoder:
 def test_json_without_content_type_is_accepted(registered: RunningServer) -> None:
     key = registered.keys().inference
     body = b'{"inputs": ["Represent the title:", "C++ & 100% = fun"]}'
-    plain = requests.post(f"{registered.inference_url}/predictions/{NAME}", data=body,
-                          headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    plain = requests.post(
+        f"{registered.inference_url}/predictions/{NAME}",
+        data=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     typed = registered.predict(NAME, {"inputs": ["Represent the title:", "C++ & 100% = fun"]})
     assert plain.status_code == 200 and plain.json() == typed.json()
 
@@ -75,7 +79,9 @@ def test_bad_request_gets_400_naming_field(registered: RunningServer) -> None:
     response = registered.predict(NAME, {"inputs": [["Represent:", 5]]})
     assert response.status_code == 400
     assert response.json() == {
-        "code": 400, "type": "InvalidInputError", "message": "inputs[0][1] (text) must be a string, got number",
+        "code": 400,
+        "type": "InvalidInputError",
+        "message": "inputs[0][1] (text) must be a string, got number",
     }
 
 
@@ -88,8 +94,9 @@ def test_too_many_pairs_gets_413(registered: RunningServer) -> None:
 def test_concurrent_requests_batch_together_and_bad_one_is_isolated(
     registered: RunningServer, tiny_encoder: InstructorEncoder
 ) -> None:
-    bodies: list[object] = [{"inputs": [f"Represent sentence {i}:", f"Text number {i} about topic {i % 3}."]}
-                            for i in range(11)]
+    bodies: list[object] = [
+        {"inputs": [f"Represent sentence {i}:", f"Text number {i} about topic {i % 3}."]} for i in range(11)
+    ]
     bodies.insert(5, {"inputs": [["Represent:", None]]})
     bodies.append({"inputs": [[SCIENCE, TEXT], [WIKI, "Another text."]]})
     barrier = threading.Barrier(len(bodies))
@@ -111,8 +118,9 @@ def test_concurrent_requests_batch_together_and_bad_one_is_isolated(
         if isinstance(pairs[0], str):
             assert_close(response.json(), tiny_encoder.encode([tuple(pairs)])[0].tolist())
         else:
-            for actual, wanted in zip(response.json(), tiny_encoder.encode([tuple(p) for p in pairs]).tolist(),
-                                      strict=True):
+            for actual, wanted in zip(
+                response.json(), tiny_encoder.encode([tuple(p) for p in pairs]).tolist(), strict=True
+            ):
                 assert_close(actual, wanted)
     batches = re.findall(r"batch of (\d+) requests: (\d+) rejected", registered.model_log()[log_before:])
     assert any(int(size) > 1 for size, _ in batches), f"no dynamic batch formed: {batches}"
@@ -122,8 +130,12 @@ def test_concurrent_requests_batch_together_and_bad_one_is_isolated(
 def test_request_without_token_is_refused(registered: RunningServer) -> None:
     inference = requests.post(f"{registered.inference_url}/predictions/{NAME}", json={"inputs": ["", "x"]}, timeout=30)
     management = requests.get(f"{registered.management_url}/models", timeout=30)
-    wrong = requests.post(f"{registered.inference_url}/predictions/{NAME}", json={"inputs": ["", "x"]},
-                          headers={"Authorization": "Bearer not-the-key"}, timeout=30)
+    wrong = requests.post(
+        f"{registered.inference_url}/predictions/{NAME}",
+        json={"inputs": ["", "x"]},
+        headers={"Authorization": "Bearer not-the-key"},
+        timeout=30,
+    )
     for response in (inference, management, wrong):
         assert response.status_code in (400, 401)
         assert "Token Authorization failed" in response.text
@@ -149,8 +161,11 @@ def test_expired_management_key_is_renewed(registered: RunningServer) -> None:
 def test_scale_up_and_down(registered: RunningServer) -> None:
     client = registered.management
     client.scale(NAME, 2, 2)
-    server.wait_for(lambda: len(client.describe(NAME)[0]["workers"]) == 2 and server.workers_ready(client, NAME),
-                    120, "two READY workers")
+    server.wait_for(
+        lambda: len(client.describe(NAME)[0]["workers"]) == 2 and server.workers_ready(client, NAME),
+        120,
+        "two READY workers",
+    )
     assert registered.predict(NAME, {"inputs": ["", "still answers"]}).status_code == 200
     client.scale(NAME, 1, 1)
     server.wait_for(lambda: len(client.describe(NAME)[0]["workers"]) == 1, 120, "one worker")

@@ -20,11 +20,13 @@ def minilm(minilm_dir: Path) -> InstructorEncoder:
 
 
 def test_related_sentences_score_higher(minilm: InstructorEncoder) -> None:
-    query, related, unrelated = minilm.encode([
-        ("", "How do I bake sourdough bread at home?"),
-        ("", "A beginner's guide to baking sourdough loaves in your kitchen."),
-        ("", "The central bank raised interest rates by a quarter point."),
-    ])
+    query, related, unrelated = minilm.encode(
+        [
+            ("", "How do I bake sourdough bread at home?"),
+            ("", "A beginner's guide to baking sourdough loaves in your kitchen."),
+            ("", "The central bank raised interest rates by a quarter point."),
+        ]
+    )
     assert float(query @ related) > float(query @ unrelated) + 0.3
 
 

@@ -14,9 +14,20 @@ from toolkit import model_source
 from toolkit.model_source import ModelSourceError, resolve, select_hub_files
 
 INSTRUCTOR_LARGE_FILES = [
-    ".gitattributes", "1_Pooling/config.json", "2_Dense/config.json", "2_Dense/pytorch_model.bin", "README.md",
-    "config.json", "config_sentence_transformers.json", "modules.json", "pytorch_model.bin",
-    "sentence_bert_config.json", "special_tokens_map.json", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+    ".gitattributes",
+    "1_Pooling/config.json",
+    "2_Dense/config.json",
+    "2_Dense/pytorch_model.bin",
+    "README.md",
+    "config.json",
+    "config_sentence_transformers.json",
+    "modules.json",
+    "pytorch_model.bin",
+    "sentence_bert_config.json",
+    "special_tokens_map.json",
+    "spiece.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
 ]
 
 
@@ -57,7 +68,9 @@ def test_hub_download_asks_for_the_selected_files(tmp_path: Path) -> None:
         source = resolve("hkunlp/instructor-large", tmp_path, revision="abc123")
     api.return_value.list_repo_files.assert_called_once_with("hkunlp/instructor-large", revision="abc123")
     download.assert_called_once_with(
-        "hkunlp/instructor-large", revision="abc123", local_dir=tmp_path / "hkunlp--instructor-large",
+        "hkunlp/instructor-large",
+        revision="abc123",
+        local_dir=tmp_path / "hkunlp--instructor-large",
         allow_patterns=select_hub_files(INSTRUCTOR_LARGE_FILES),
     )
     assert source.instruction_mode is InstructionMode.EXCLUDE

@@ -27,7 +27,16 @@ HANDLER_PACKAGE = REPO_ROOT / "handler"
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}
 # Model files the server never reads: other frameworks' weights, docs, VCS metadata.
 SKIPPED_MODEL_FILES = (
-    "*.md", ".gitattributes", ".download.json", ".cache", "*.h5", "*.msgpack", "*.onnx", "*.ot", "onnx", "openvino",
+    "*.md",
+    ".gitattributes",
+    ".download.json",
+    ".cache",
+    "*.h5",
+    "*.msgpack",
+    "*.onnx",
+    "*.ot",
+    "onnx",
+    "openvino",
 )
 
 
@@ -114,13 +123,20 @@ def build_archive(
         config_file.write_text(model_config_yaml(workers, settings))
         command = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name", name,
-            "--version", version,
-            "--handler", str(extra / "handler" / "torchserve_handler.py"),
-            "--extra-files", str(extra),
-            "--config-file", str(config_file),
-            "--export-path", str(export_dir),
-            "--archive-format", archive_format,
+            "--model-name",
+            name,
+            "--version",
+            version,
+            "--handler",
+            str(extra / "handler" / "torchserve_handler.py"),
+            "--extra-files",
+            str(extra),
+            "--config-file",
+            str(config_file),
+            "--export-path",
+            str(export_dir),
+            "--archive-format",
+            archive_format,
             "--force",
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -57,17 +57,27 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     defaults = WorkerConfig()
     parser.add_argument("--name", default="instructor", help="endpoint name: /predictions/NAME")
-    parser.add_argument("--instruction-mode", choices=[mode.value for mode in InstructionMode], default=None,
-                        help="default: ignore for the demo, exclude (INSTRUCTOR) for every other model")
-    parser.add_argument("--format", dest="archive_format", choices=sorted(ARCHIVE_FORMATS), default="default",
-                        help="no-archive skips zipping, for multi-GB models")
+    parser.add_argument(
+        "--instruction-mode",
+        choices=[mode.value for mode in InstructionMode],
+        default=None,
+        help="default: ignore for the demo, exclude (INSTRUCTOR) for every other model",
+    )
+    parser.add_argument(
+        "--format",
+        dest="archive_format",
+        choices=sorted(ARCHIVE_FORMATS),
+        default="default",
+        help="no-archive skips zipping, for multi-GB models",
+    )
     parser.add_argument("--export-dir", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--workers", type=int, default=defaults.max_workers, help="min and max workers")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="seconds")
-    parser.add_argument("--max-items", type=int, default=HandlerSettings.max_items_per_request,
-                        help="pairs per request before 413")
+    parser.add_argument(
+        "--max-items", type=int, default=HandlerSettings.max_items_per_request, help="pairs per request before 413"
+    )
 
 
 def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
@@ -130,8 +140,9 @@ def register_main(argv: Sequence[str] | None = None) -> int:
 
     def main(args: argparse.Namespace) -> int:
         client = ManagementClient(args.key_file, args.management_url)
-        result = client.register(args.archive, args.initial_workers, args.batch_size, args.max_batch_delay,
-                                 args.response_timeout)
+        result = client.register(
+            args.archive, args.initial_workers, args.batch_size, args.max_batch_delay, args.response_timeout
+        )
         print(result.get("status", result))
         return 0
 
@@ -184,8 +195,12 @@ def unregister_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT,
-                        help="where TorchServe starts and writes key_file.json (default: the repo root)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO_ROOT,
+        help="where TorchServe starts and writes key_file.json (default: the repo root)",
+    )
     parser.add_argument("--config", type=Path, default=None, help="default: WORKDIR/config.properties")
 
 
@@ -198,8 +213,10 @@ def _layout(args: argparse.Namespace) -> server.ServerLayout:
 def curl_example(name: str, key: str, inference_url: str = DEFAULT_INFERENCE_URL) -> str:
     """A working curl line for the served model."""
     body = '{"inputs": ["Represent the Science title:", "3D ActionSLAM: wearable person tracking"]}'
-    return (f"curl -s {inference_url}/predictions/{name} -H 'Authorization: Bearer {key}' "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    return (
+        f"curl -s {inference_url}/predictions/{name} -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -226,7 +243,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         client = ManagementClient(layout.key_file, management_url)
         if args.name in client.list_models():
             client.unregister(args.name)
-        client.register(archive.name, initial_workers=args.workers)
+        try:
+            client.register(archive.name, initial_workers=args.workers)
+        except ManagementError as err:
+            raise server.ServerError(
+                f"registration failed ({err}); worker log: {server.last_worker_error(layout)}"
+            ) from err
         server.wait_for(lambda: server.workers_ready(client, args.name), args.timeout, f"{args.name} workers")
         keys = TokenKeys.read(layout.key_file)
         print(f"serving {source.label} at {inference_url}/predictions/{args.name}")

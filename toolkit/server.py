@@ -150,8 +150,14 @@ def start(layout: ServerLayout) -> None:
     # The Java frontend inherits these handles and outlives the launcher: a file, never a pipe.
     with open(layout.run_dir / "torchserve.out", "w") as output:
         result = subprocess.run(
-            command, cwd=layout.workdir, env=server_env(layout), stdin=subprocess.DEVNULL, stdout=output,
-            stderr=subprocess.STDOUT, start_new_session=True, timeout=120,
+            command,
+            cwd=layout.workdir,
+            env=server_env(layout),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            timeout=120,
         )
     if result.returncode != 0:
         tail = (layout.run_dir / "torchserve.out").read_text()[-2000:]
@@ -220,6 +226,18 @@ def wait_until_up(layout: ServerLayout, inference_url: str, timeout_s: float = 9
         return started and _pings(layout, inference_url)
 
     wait_for(up, timeout_s, f"TorchServe to answer {inference_url}/ping")
+
+
+def last_worker_error(layout: ServerLayout) -> str:
+    """The last exception line a model worker logged (why a worker failed to load)."""
+    path = layout.log_dir / "model_log.log"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    errors = [
+        line.split("MODEL_LOG - ", 1)[-1]
+        for line in lines
+        if re.search(r"MODEL_LOG - \w[\w.]*(Error|Exception): ", line)
+    ]
+    return errors[-1] if errors else f"no error in {path}"
 
 
 def workers_ready(client: ManagementClient, name: str) -> bool:
