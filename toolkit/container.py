@@ -1,0 +1,142 @@
+"""What the Docker image runs: build the archive when missing, run TorchServe, stop it on SIGTERM.
+
+The image's entrypoint (scripts/container_entrypoint.py) is this module, so the test suite runs
+exactly what the container does, outside Docker. Settings come from environment variables,
+read once in :meth:`ContainerSettings.from_env`:
+
+| variable | default | meaning |
+|---|---|---|
+| MODEL | demo | demo, tiny, a folder (e.g. a mounted /models/x) or a hub id already in MODELS_DIR |
+| NAME | instructor | endpoint name |
+| INSTRUCTION_MODE | (per model) | exclude, include, ignore |
+| ARCHIVE_FORMAT | default | default, no-archive, tgz |
+| WORKERS | 1 | workers per model |
+| MODELS_DIR | /models | downloads and mounted models |
+| MODEL_STORE | /home/serve/model_store | where the archive is built |
+| WORKDIR | /home/serve/run | TorchServe's start directory (key_file.json), logs |
+| INFERENCE_ADDRESS | http://0.0.0.0:8080 | all interfaces: the container's published port |
+| MANAGEMENT_ADDRESS | http://127.0.0.1:8081 | loopback unless the user opts in |
+| METRICS_ADDRESS | http://0.0.0.0:8082 | for Prometheus scraping (no data, no key) |
+| GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT | 7070, 7071 | gRPC stays on loopback |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from handler.settings import HandlerSettings
+from toolkit import model_source, server
+from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSettings:
+    """The container's settings; see the module docstring for the variables."""
+
+    model: str = "demo"
+    name: str = "instructor"
+    instruction_mode: str | None = None
+    archive_format: str = "default"
+    workers: int = 1
+    models_dir: Path = Path("/models")
+    model_store: Path = Path("/home/serve/model_store")
+    workdir: Path = Path("/home/serve/run")
+    inference_address: str = "http://0.0.0.0:8080"
+    management_address: str = "http://127.0.0.1:8081"
+    metrics_address: str = "http://0.0.0.0:8082"
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ContainerSettings:
+        """Settings from environment variables; unset ones keep their defaults."""
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            if field.name in ("workers", "grpc_inference_port", "grpc_management_port"):
+                values[field.name] = int(raw)
+            elif field.name in ("models_dir", "model_store", "workdir"):
+                values[field.name] = Path(raw)
+            else:
+                values[field.name] = raw
+        return cls(**values)
+
+    @property
+    def layout(self) -> server.ServerLayout:
+        return server.ServerLayout(self.workdir, self.workdir / "config.properties", self.workdir / "run")
+
+    @property
+    def archive_path(self) -> Path:
+        return self.model_store / ARCHIVE_FORMATS[self.archive_format].format(name=self.name)
+
+
+def container_config(settings: ContainerSettings) -> str:
+    """The repo's config.properties with the container's listeners, store and start-up model."""
+    overrides = {
+        "inference_address": settings.inference_address,
+        "management_address": settings.management_address,
+        "metrics_address": settings.metrics_address,
+        "grpc_inference_port": str(settings.grpc_inference_port),
+        "grpc_management_port": str(settings.grpc_management_port),
+        "model_store": str(settings.model_store),
+        "load_models": settings.archive_path.name,
+    }
+    return server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides)
+
+
+def prepare(settings: ContainerSettings) -> Path:
+    """Build the archive unless the store already has it; write config.properties. Returns the archive."""
+    if not settings.archive_path.exists():
+        source = model_source.resolve(settings.model, settings.models_dir, mode=settings.instruction_mode)
+        handler_settings = HandlerSettings.from_mapping({"instruction_mode": source.instruction_mode.value})
+        workers = WorkerConfig(min_workers=settings.workers, max_workers=settings.workers)
+        build_archive(
+            source.path,
+            settings.model_store,
+            handler_settings,
+            workers,
+            settings.name,
+            archive_format=settings.archive_format,
+        )
+        print(f"built {settings.archive_path} from {source.label}", flush=True)
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    settings.layout.config_file.write_text(container_config(settings))
+    return settings.archive_path
+
+
+def run(settings: ContainerSettings) -> int:
+    """Start TorchServe, stay in the foreground, stop it on SIGTERM/SIGINT. Non-zero if it dies."""
+    prepare(settings)
+    layout = settings.layout
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    server.start(layout)
+    inference_url = settings.inference_address.replace("0.0.0.0", "127.0.0.1")
+    server.wait_until_up(layout, inference_url, timeout_s=300)
+    print(f"TorchServe is up: {settings.inference_address}/predictions/{settings.name}", flush=True)
+    while not stopping.wait(1.0):
+        if server.running_pid(layout) is None:
+            print(f"TorchServe exited; see {layout.log_dir}", file=sys.stderr, flush=True)
+            return 1
+    server.stop(layout)
+    return 0
+
+
+def main() -> int:
+    """Entry point of the image."""
+    try:
+        return run(ContainerSettings.from_env(os.environ))
+    except (model_source.ModelSourceError, server.ServerError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1

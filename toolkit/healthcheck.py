@@ -1,0 +1,36 @@
+"""The image's HEALTHCHECK: ``/ping`` with the inference key, so token authorization stays on.
+
+TorchServe refuses even ``/ping`` without the inference key; inside the container the key file
+is at ``$WORKDIR/key_file.json``. The inference key expires after 60 minutes, so an expired
+key is renewed through the management API (loopback, inside the container) and retried.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from toolkit.container import ContainerSettings
+from toolkit.management import ManagementError, TokenSession
+
+
+def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """Whether TorchServe answers ``/ping`` as Healthy, and what it said."""
+    inference_url = settings.inference_address.replace("0.0.0.0", "127.0.0.1").rstrip("/")
+    management_url = settings.management_address.replace("0.0.0.0", "127.0.0.1")
+    session = TokenSession(settings.workdir / "key_file.json", "inference", management_url, timeout_s)
+    try:
+        response = session.request("GET", f"{inference_url}/ping")
+    except ManagementError as err:
+        return False, str(err)
+    return response.status_code == 200, response.text.strip()
+
+
+def main() -> int:
+    healthy, message = check(ContainerSettings.from_env(os.environ))
+    print(message)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
