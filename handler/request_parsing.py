@@ -1,9 +1,12 @@
 """Request bodies to validated ``[instruction, text]`` pairs. No torch here.
 
-Two bodies are accepted, whatever the ``Content-Type``:
+These bodies are accepted, whatever the ``Content-Type``:
 
 - ``{"inputs": [instruction, text]}``: one pair, answered with one flat vector.
 - ``{"inputs": [[i1, t1], [i2, t2], ...]}``: a list of pairs, answered with a list of vectors.
+- KServe v1 ``{"instances": [[i1, t1], ...]}``, answered ``{"predictions": [...]}``.
+- KServe v2 / Open Inference Protocol: one BYTES tensor ``pairs`` of shape ``[n, 2]``,
+  answered with one FP32 tensor ``embedding`` of shape ``[n, dim]``.
 
 Every rejection raises :class:`InvalidInputError` (400) or :class:`TooManyInputsError` (413)
 with a message that names the field and the problem.
@@ -12,20 +15,31 @@ with a message that names the field and the problem.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from typing import Any
 
 from handler.errors import InvalidInputError, TooManyInputsError, UnsupportedMediaTypeError
 
-ACCEPTED_FIELDS = ("inputs",)
+V2_INPUT_NAME = "pairs"
+
+
+class Protocol(enum.StrEnum):
+    """The body formats the endpoint speaks; the answer uses the request's own."""
+
+    NATIVE = "native"
+    KSERVE_V1 = "kserve-v1"
+    KSERVE_V2 = "kserve-v2"
 
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddingRequest:
-    """One client request: its pairs, and whether the answer is one flat vector."""
+    """One client request: its pairs, whether the answer is one flat vector, and its protocol."""
 
     pairs: tuple[tuple[str, str], ...]
     single: bool
+    protocol: Protocol = Protocol.NATIVE
+    request_id: str | None = None
 
 
 def json_type_name(value: Any) -> str:
@@ -103,24 +117,23 @@ def _parse_pair(value: Any, field: str) -> tuple[str, str]:
     return instruction, text
 
 
-def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
-    """Validate one entry of a TorchServe batch.
+def _check_fields(body: dict[str, Any], accepted: tuple[str, ...], protocol: str) -> None:
+    unknown = sorted(set(body) - set(accepted))
+    if unknown:
+        names = ", ".join(f"'{name}'" for name in accepted)
+        raise InvalidInputError(f"unknown field(s) {unknown}: a {protocol} body accepts only {names}")
 
-    Args:
-        request: the entry as TorchServe hands it over (``body`` as bytes, str or decoded JSON).
-        max_items: most pairs one request may carry.
 
-    Raises:
-        InvalidInputError: the body is malformed (400).
-        UnsupportedMediaTypeError: the body was form-encoded (415).
-        TooManyInputsError: more than ``max_items`` pairs (413).
-    """
-    body = decode_body(body_of(request))
-    if not isinstance(body, dict):
-        raise InvalidInputError(
-            f"request body must be a JSON object with an 'inputs' field, got {json_type_name(body)}"
+def _check_count(count: int, field: str, max_items: int) -> None:
+    if count > max_items:
+        raise TooManyInputsError(
+            f"'{field}' has {count} pairs, more than the limit of {max_items} per request: "
+            "split them over several requests"
         )
-    unknown = sorted(set(body) - set(ACCEPTED_FIELDS))
+
+
+def _parse_native(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    unknown = sorted(set(body) - {"inputs"})
     if unknown:
         raise InvalidInputError(f"unknown field(s) {unknown}: the body accepts only 'inputs'")
     if "inputs" not in body:
@@ -138,10 +151,89 @@ def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
         raise InvalidInputError(
             f"inputs[0] must be an instruction string or an [instruction, text] pair, got {json_type_name(inputs[0])}"
         )
-    if len(inputs) > max_items:
-        raise TooManyInputsError(
-            f"'inputs' has {len(inputs)} pairs, more than the limit of {max_items} per request: "
-            "split them over several requests"
-        )
+    _check_count(len(inputs), "inputs", max_items)
     pairs = tuple(_parse_pair(item, f"inputs[{index}]") for index, item in enumerate(inputs))
     return EmbeddingRequest(pairs=pairs, single=False)
+
+
+def _parse_kserve_v1(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    """KServe v1: ``{"instances": [[instruction, text], ...]}``."""
+    _check_fields(body, ("instances", "parameters"), "KServe v1")
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInputError(f"'instances' must be a non-empty array of pairs, got {json_type_name(instances)}")
+    _check_count(len(instances), "instances", max_items)
+    pairs = tuple(_parse_pair(item, f"instances[{index}]") for index, item in enumerate(instances))
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V1)
+
+
+def _v2_tensor_rows(tensor: Any, max_items: int) -> list[Any]:
+    if not isinstance(tensor, dict):
+        raise InvalidInputError(f"inputs[0] must be a tensor object, got {json_type_name(tensor)}")
+    if tensor.get("name") != V2_INPUT_NAME or tensor.get("datatype") != "BYTES":
+        raise InvalidInputError(
+            f"inputs[0] must be the BYTES tensor named '{V2_INPUT_NAME}' (got name {tensor.get('name')!r}, "
+            f"datatype {tensor.get('datatype')!r})"
+        )
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if not (isinstance(shape, list) and len(shape) == 2 and shape[1] == 2 and isinstance(shape[0], int)):
+        raise InvalidInputError(f"inputs[0].shape must be [n, 2] (n pairs), got {shape!r}")
+    if not isinstance(data, list):
+        raise InvalidInputError(f"inputs[0].data must be an array, got {json_type_name(data)}")
+    _check_count(shape[0], "inputs[0]", max_items)
+    if shape[0] < 1:
+        raise InvalidInputError("inputs[0].shape must hold at least one pair")
+    rows = data if data and isinstance(data[0], list) else [data[i : i + 2] for i in range(0, len(data), 2)]
+    if len(rows) != shape[0] or (data and not isinstance(data[0], list) and len(data) != 2 * shape[0]):
+        raise InvalidInputError(f"inputs[0].data does not match shape {shape}: got {len(data)} items")
+    return rows
+
+
+def _parse_kserve_v2(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    """KServe v2 (Open Inference Protocol): one BYTES tensor ``pairs`` of shape ``[n, 2]``."""
+    _check_fields(body, ("id", "inputs", "parameters", "outputs"), "KServe v2")
+    inputs = body["inputs"]
+    if len(inputs) != 1:
+        raise InvalidInputError(f"'inputs' must hold exactly one tensor named '{V2_INPUT_NAME}', got {len(inputs)}")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError(f"'id' must be a string, got {json_type_name(request_id)}")
+    rows = _v2_tensor_rows(inputs[0], max_items)
+    pairs = tuple(_parse_pair(row, f"inputs[0].data[{index}]") for index, row in enumerate(rows))
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V2, request_id=request_id)
+
+
+def _protocol_of(body: dict[str, Any]) -> Protocol:
+    if "instances" in body:
+        return Protocol.KSERVE_V1
+    inputs = body.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+        return Protocol.KSERVE_V2
+    return Protocol.NATIVE
+
+
+PARSERS = {
+    Protocol.NATIVE: _parse_native,
+    Protocol.KSERVE_V1: _parse_kserve_v1,
+    Protocol.KSERVE_V2: _parse_kserve_v2,
+}
+
+
+def parse_request(request: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    """Validate one entry of a TorchServe batch, in whichever protocol its body speaks.
+
+    Args:
+        request: the entry as TorchServe hands it over (``body`` as bytes, str or decoded JSON).
+        max_items: most pairs one request may carry.
+
+    Raises:
+        InvalidInputError: the body is malformed (400).
+        UnsupportedMediaTypeError: the body was form-encoded (415).
+        TooManyInputsError: more than ``max_items`` pairs (413).
+    """
+    body = decode_body(body_of(request))
+    if not isinstance(body, dict):
+        raise InvalidInputError(
+            f"request body must be a JSON object with an 'inputs' field, got {json_type_name(body)}"
+        )
+    return PARSERS[_protocol_of(body)](body, max_items)

@@ -20,6 +20,7 @@ from handler.batching import flatten_pairs, split_by_request
 from handler.encoder import InstructorEncoder
 from handler.errors import InternalError, OutOfMemoryError, ServingError
 from handler.request_parsing import EmbeddingRequest, parse_request
+from handler.responses import success_body
 from handler.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int
 
 
 class InstructorHandler(BaseHandler):
-    """Serves ``{"inputs": [instruction, text]}`` and ``{"inputs": [[i, t], ...]}``."""
+    """Serves native, KServe v1 and KServe v2 bodies (see ``handler.request_parsing``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,5 +128,5 @@ class InstructorHandler(BaseHandler):
             context.set_response_status(int(error.status), error.status.phrase, idx=index)
             return json.dumps(error.body()).encode("utf-8")
         assert request is not None and vectors is not None
-        payload = vectors[0] if request.single else vectors
+        payload = success_body(request, vectors, context.model_name)
         return json.dumps(payload, separators=(",", ":")).encode("utf-8")
