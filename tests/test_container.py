@@ -42,6 +42,14 @@ def test_env_overrides() -> None:
     assert server.read_properties(container_config(settings))["load_models"] == "emb"
 
 
+def test_token_authorization_is_on_unless_turned_off() -> None:
+    assert "disable_token_authorization" not in server.read_properties(container_config(ContainerSettings()))
+    off = ContainerSettings.from_env({"TOKEN_AUTHORIZATION": "off"})
+    assert server.read_properties(container_config(off))["disable_token_authorization"] == "true"
+    with pytest.raises(ValueError, match="TOKEN_AUTHORIZATION must be 'on' or 'off'"):
+        ContainerSettings.from_env({"TOKEN_AUTHORIZATION": "false"})
+
+
 def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
         [str(Path(sys.executable).with_name("hadolint")), str(REPO_ROOT / "Dockerfile")],

@@ -48,7 +48,7 @@ def test_storage_layout(storage: Path) -> None:
 
 
 def test_every_manifest_validates() -> None:
-    assert validate_files(sorted(DEPLOY.rglob("*.yaml"))) == 5
+    assert validate_files(sorted(DEPLOY.rglob("*.yaml"))) == 6
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ read once in :meth:`ContainerSettings.from_env`:
 | MANAGEMENT_ADDRESS | http://127.0.0.1:8081 | loopback unless the user opts in |
 | METRICS_ADDRESS | http://0.0.0.0:8082 | for Prometheus scraping (no data, no key) |
 | GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT | 7070, 7071 | gRPC stays on loopback |
+| TOKEN_AUTHORIZATION | on | off only behind an authenticating gateway: every replica rotates its own keys |
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class ContainerSettings:
     metrics_address: str = "http://0.0.0.0:8082"
     grpc_inference_port: int = 7070
     grpc_management_port: int = 7071
+    token_authorization: str = "on"
+
+    def __post_init__(self) -> None:
+        if self.token_authorization not in ("on", "off"):
+            raise ValueError(f"TOKEN_AUTHORIZATION must be 'on' or 'off', got {self.token_authorization!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ContainerSettings:
@@ -91,6 +97,8 @@ def container_config(settings: ContainerSettings) -> str:
         "model_store": str(settings.model_store),
         "load_models": settings.archive_path.name,
     }
+    if settings.token_authorization == "off":
+        overrides["disable_token_authorization"] = "true"
     return server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+import requests
+
 from toolkit.container import ContainerSettings
 from toolkit.management import ManagementError, TokenSession
 
@@ -18,10 +20,13 @@ def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, st
     """Whether TorchServe answers ``/ping`` as Healthy, and what it said."""
     inference_url = settings.inference_address.replace("0.0.0.0", "127.0.0.1").rstrip("/")
     management_url = settings.management_address.replace("0.0.0.0", "127.0.0.1")
-    session = TokenSession(settings.workdir / "key_file.json", "inference", management_url, timeout_s)
     try:
-        response = session.request("GET", f"{inference_url}/ping")
-    except ManagementError as err:
+        if settings.token_authorization == "off":
+            response = requests.get(f"{inference_url}/ping", timeout=timeout_s)
+        else:
+            session = TokenSession(settings.workdir / "key_file.json", "inference", management_url, timeout_s)
+            response = session.request("GET", f"{inference_url}/ping")
+    except (ManagementError, requests.RequestException) as err:
         return False, str(err)
     return response.status_code == 200, response.text.strip()
 

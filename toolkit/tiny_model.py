@@ -5,8 +5,9 @@ partly non-ASCII text, and the hub repo layout (``modules.json``, ``sentence_ber
 ``1_Pooling``, ``2_Dense`` in the new and the old format, ``3_Normalize``), so both this project
 and the legacy InstructorEmbedding package load the same folder.
 
-Shapes: ``tiny`` (for tests, a few MB) and ``base`` (instructor-base's encoder, random weights:
-the same compute as the real model, no quality).
+Shapes: ``tiny`` (for tests, a few MB), ``base`` and ``large`` (instructor-base's and
+instructor-large's encoders, random weights: the same compute and memory as the real models,
+no quality).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class EncoderShape:
 
 SHAPES = {
     "tiny": EncoderShape(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2, vocab_size=None, dense_out=48),
+    "large": EncoderShape(
+        d_model=1024, d_kv=64, num_heads=16, d_ff=4096, num_layers=24, vocab_size=32128, dense_out=768
+    ),
     "base": EncoderShape(d_model=768, d_kv=64, num_heads=12, d_ff=3072, num_layers=12, vocab_size=32128, dense_out=768),
 }
 
