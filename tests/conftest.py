@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 from collections.abc import Iterator
@@ -82,12 +83,11 @@ def write_test_config(workdir: Path, model_store: Path) -> tuple[Path, dict[str,
     return config, overrides
 
 
-@pytest.fixture(scope="module")
-def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
-    """A real TorchServe (repo config, free ports) with the tiny archive in its store; stopped after."""
-    workdir = tmp_path_factory.mktemp("torchserve")
+@contextlib.contextmanager
+def running_torchserve(workdir: Path, model_dir: Path, workers: WorkerConfig) -> Iterator[RunningServer]:
+    """A real TorchServe (repo config, free ports) with ``model_dir``'s archive in its store; stopped after."""
     model_store = workdir / "model_store"
-    build_archive(tiny_model_dir, model_store, EXCLUDE, BATCHING, name="instructor")
+    build_archive(model_dir, model_store, EXCLUDE, workers, name="instructor")
     config, addresses = write_test_config(workdir, model_store)
     layout = server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / "run")
     running = RunningServer(
@@ -103,6 +103,13 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
         yield running
     finally:
         server.stop(layout)
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """TorchServe with the tiny archive (batch_size 4, 400 ms delay) in its store, nothing registered."""
+    with running_torchserve(tmp_path_factory.mktemp("torchserve"), tiny_model_dir, BATCHING) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,14 @@ def test_entrypoint_serves_then_stops_on_sigterm(tmp_path: Path, tiny_model_dir:
     built = settings.archive_path.stat().st_mtime
     serve_once()
     assert settings.archive_path.stat().st_mtime == built, "the archive was rebuilt instead of reused"
+
+
+def test_capacity_probe_text_reaches_the_token_target(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from toolkit.capacity import INSTRUCTION, probe_text
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    text = probe_text(tiny_model_dir, 48)
+    assert len(tokenizer(INSTRUCTION + text)["input_ids"]) >= 48
+    assert len(tokenizer(INSTRUCTION + text.rsplit(" ", 1)[0])["input_ids"]) < 48

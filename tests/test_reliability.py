@@ -27,7 +27,7 @@ from handler.encoder import InstructorEncoder
 from handler.errors import ServingError
 from handler.request_parsing import parse_request
 from tests.bodies import random_body
-from tests.conftest import EXCLUDE, REPO_ROOT, RunningServer, write_test_config
+from tests.conftest import EXCLUDE, REPO_ROOT, RunningServer, running_torchserve
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
 from toolkit.management import ManagementError
@@ -44,25 +44,12 @@ LEAK_PATTERN = re.compile(r"Traceback|File \"|/tmp/|/work/|/home/|site-packages|
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
     """TorchServe with the repo config and the tiny archive: batch_size 8, 20 ms delay, one worker."""
-    workdir = tmp_path_factory.mktemp("reliability")
-    store = workdir / "model_store"
-    build_archive(tiny_model_dir, store, EXCLUDE, WorkerConfig(batch_size=8, max_batch_delay_ms=20), name=NAME)
-    config, addresses = write_test_config(workdir, store)
-    layout = server.ServerLayout(workdir, config, workdir / "run")
-    running = RunningServer(
-        layout,
-        store,
-        addresses["inference_address"],
-        addresses["management_address"],
-        addresses["metrics_address"],
-    )
-    server.start(layout)
+    workers = WorkerConfig(batch_size=8, max_batch_delay_ms=20)
     try:
-        server.wait_until_up(layout, running.inference_url, timeout_s=120)
-        running.management.register(f"{NAME}.mar")
-        yield running
+        with running_torchserve(tmp_path_factory.mktemp("reliability"), tiny_model_dir, workers) as running:
+            running.management.register(f"{NAME}.mar")
+            yield running
     finally:
-        server.stop(layout)
         report = REPO_ROOT / ".run" / "reliability.json"
         report.parent.mkdir(exist_ok=True)
         report.write_text(json.dumps(REPORT, indent=2) + "\n")
