@@ -137,9 +137,13 @@ class InstructorEncoder:
         encoded = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)
         return encoded["input_ids"]
 
-    @torch.inference_mode()
     def encode(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Embed pairs in length-sorted micro-batches; rows come back in input order."""
+        return self.encode_counted(pairs)[0]
+
+    @torch.inference_mode()
+    def encode_counted(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, list[int]]:
+        """:meth:`encode`, plus the tokens each pair used (after truncation)."""
         rows = self.tokenize(pairs)
         plan = plan_micro_batches(
             [len(row.input_ids) for row in rows],
@@ -151,7 +155,8 @@ class InstructorEncoder:
             embedded = self._forward([rows[index] for index in indices])
             for index, vector in zip(indices, embedded, strict=True):
                 vectors[index] = vector
-        return torch.stack(vectors) if vectors else torch.empty(0)
+        counts = [len(row.input_ids) for row in rows]
+        return (torch.stack(vectors) if vectors else torch.empty(0)), counts
 
     def _forward(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
         width = max(len(row.input_ids) for row in rows)

@@ -7,6 +7,8 @@ These bodies are accepted, whatever the ``Content-Type``:
 - KServe v1 ``{"instances": [[i1, t1], ...]}``, answered ``{"predictions": [...]}``.
 - KServe v2 / Open Inference Protocol: one BYTES tensor ``pairs`` of shape ``[n, 2]``,
   answered with one FP32 tensor ``embedding`` of shape ``[n, dim]``.
+- OpenAI embeddings ``{"input": str | [str], "instruction": str?, "encoding_format": "float" |
+  "base64"}``, answered in OpenAI's list shape (``data[i].embedding``, ``index``, ``usage``).
 
 Every rejection raises :class:`InvalidInputError` (400) or :class:`TooManyInputsError` (413)
 with a message that names the field and the problem.
@@ -30,6 +32,7 @@ class Protocol(enum.StrEnum):
     NATIVE = "native"
     KSERVE_V1 = "kserve-v1"
     KSERVE_V2 = "kserve-v2"
+    OPENAI = "openai"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,11 @@ class EmbeddingRequest:
     single: bool
     protocol: Protocol = Protocol.NATIVE
     request_id: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str, default: str = "") -> str:
+        """A protocol option of the request (e.g. OpenAI's ``encoding_format``)."""
+        return dict(self.options).get(name, default)
 
 
 def json_type_name(value: Any) -> str:
@@ -203,7 +211,42 @@ def _parse_kserve_v2(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V2, request_id=request_id)
 
 
+OPENAI_ENCODINGS = ("float", "base64")
+
+
+def _parse_openai(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
+    """OpenAI embeddings: ``{"input": str | [str], "instruction"?: str, "encoding_format"?: ...}``."""
+    _check_fields(body, ("input", "instruction", "encoding_format", "model", "user", "dimensions"), "OpenAI")
+    if "dimensions" in body:
+        raise InvalidInputError("'dimensions' is not supported: the model's vectors have a fixed size")
+    instruction = _checked_string(body.get("instruction", ""), "instruction", "instruction", allow_empty=True)
+    encoding = body.get("encoding_format", "float")
+    if encoding not in OPENAI_ENCODINGS:
+        raise InvalidInputError(f"'encoding_format' must be one of {list(OPENAI_ENCODINGS)}, got {encoding!r}")
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise InvalidInputError(f"'model' must be a string, got {json_type_name(model)}")
+    texts = body["input"]
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts:
+        raise InvalidInputError(
+            f"'input' must be a string or a non-empty array of strings, got {json_type_name(texts)}"
+        )
+    if not isinstance(texts[0], str):
+        raise InvalidInputError("'input' must hold text: token arrays are not supported")
+    _check_count(len(texts), "input", max_items)
+    pairs = tuple(
+        (instruction, _checked_string(text, f"input[{index}]", "text", allow_empty=False))
+        for index, text in enumerate(texts)
+    )
+    options = (("encoding_format", encoding), ("model", model))
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.OPENAI, options=options)
+
+
 def _protocol_of(body: dict[str, Any]) -> Protocol:
+    if "input" in body and "inputs" not in body:
+        return Protocol.OPENAI
     if "instances" in body:
         return Protocol.KSERVE_V1
     inputs = body.get("inputs")
@@ -216,6 +259,7 @@ PARSERS = {
     Protocol.NATIVE: _parse_native,
     Protocol.KSERVE_V1: _parse_kserve_v1,
     Protocol.KSERVE_V2: _parse_kserve_v2,
+    Protocol.OPENAI: _parse_openai,
 }
 
 

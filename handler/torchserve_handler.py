@@ -96,12 +96,14 @@ class InstructorHandler(BaseHandler):
 
     def _encode_valid(
         self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError]
-    ) -> list[list[list[float]] | None]:
+    ) -> list[list[tuple[list[float], int]] | None]:
+        """Each valid request's rows as (vector, tokens used); None where it failed."""
         pairs = flatten_pairs(requests)
         if not pairs:
             return [None] * len(requests)
         try:
-            vectors = self.encoder.encode(pairs).tolist()
+            vectors, token_counts = self.encoder.encode_counted(pairs)
+            rows = list(zip(vectors.tolist(), token_counts, strict=True))
         except (MemoryError, torch.OutOfMemoryError):
             logger.exception("out of memory encoding %d pairs", len(pairs))
             failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
@@ -109,7 +111,7 @@ class InstructorHandler(BaseHandler):
             logger.exception("encoding %d pairs failed", len(pairs))
             failure = InternalError("the model failed to encode this batch; the server log has details")
         else:
-            return split_by_request(requests, vectors)
+            return split_by_request(requests, rows)
         for index, request in enumerate(requests):
             if request is not None:
                 errors[index] = failure
@@ -120,13 +122,14 @@ class InstructorHandler(BaseHandler):
         context: Any,
         index: int,
         request: EmbeddingRequest | None,
-        vectors: list[list[float]] | None,
+        rows: list[tuple[list[float], int]] | None,
         error: ServingError | None,
     ) -> bytes:
         context.set_response_content_type(index, "application/json")
         if error is not None:
             context.set_response_status(int(error.status), error.status.phrase, idx=index)
             return json.dumps(error.body()).encode("utf-8")
-        assert request is not None and vectors is not None
-        payload = success_body(request, vectors, context.model_name)
+        assert request is not None and rows is not None
+        vectors = [vector for vector, _ in rows]
+        payload = success_body(request, vectors, context.model_name, sum(tokens for _, tokens in rows))
         return json.dumps(payload, separators=(",", ":")).encode("utf-8")

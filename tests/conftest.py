@@ -84,10 +84,16 @@ def write_test_config(workdir: Path, model_store: Path) -> tuple[Path, dict[str,
 
 
 @contextlib.contextmanager
-def running_torchserve(workdir: Path, model_dir: Path, workers: WorkerConfig) -> Iterator[RunningServer]:
+def running_torchserve(
+    workdir: Path,
+    model_dir: Path,
+    workers: WorkerConfig,
+    settings: HandlerSettings = EXCLUDE,
+    name: str = "instructor",
+) -> Iterator[RunningServer]:
     """A real TorchServe (repo config, free ports) with ``model_dir``'s archive in its store; stopped after."""
     model_store = workdir / "model_store"
-    build_archive(model_dir, model_store, EXCLUDE, workers, name="instructor")
+    build_archive(model_dir, model_store, settings, workers, name=name)
     config, addresses = write_test_config(workdir, model_store)
     layout = server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / "run")
     running = RunningServer(

@@ -1,4 +1,4 @@
-"""KServe v1 and v2 (Open Inference Protocol) bodies: parsing, errors and answer shapes."""
+"""KServe v1, v2 (Open Inference Protocol) and OpenAI bodies: parsing, errors and answer shapes."""
 
 from __future__ import annotations
 
@@ -62,3 +62,53 @@ def test_limits_apply_to_every_protocol() -> None:
         parse_request({"body": {"instances": [["a", "b"]] * 9}}, 8)
     with pytest.raises(TooManyInputsError):
         parse_request(v2([["a", "b"]] * 9, shape=(9, 2)), 8)
+
+
+def test_openai_body_with_instruction_and_base64() -> None:
+    import base64
+
+    import numpy as np
+
+    request = parse_request(
+        {"body": {"input": ["Hello", "World"], "instruction": "Represent:", "encoding_format": "base64", "model": "m"}},
+        8,
+    )
+    assert request.pairs == (("Represent:", "Hello"), ("Represent:", "World"))
+    assert request.protocol is Protocol.OPENAI
+    body = success_body(request, [[0.5, -1.25], [2.0, 0.0]], "instructor", tokens=7)
+    assert body["object"] == "list" and body["model"] == "m"
+    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    decoded = np.frombuffer(base64.b64decode(body["data"][1]["embedding"]), dtype="<f4")
+    assert decoded.tolist() == [2.0, 0.0]
+
+
+def test_openai_single_string_and_float_default() -> None:
+    request = parse_request({"body": {"input": "Hello"}}, 8)
+    assert request.pairs == (("", "Hello"),)
+    body = success_body(request, [[0.5, 1.0]], "instructor", tokens=3)
+    assert body["data"] == [{"object": "embedding", "index": 0, "embedding": [0.5, 1.0]}]
+    assert body["model"] == "instructor"
+
+
+@pytest.mark.parametrize(
+    ("openai_body", "message"),
+    [
+        ({"input": []}, "'input' must be a string or a non-empty array of strings"),
+        ({"input": [[1, 2, 3]]}, "token arrays are not supported"),
+        ({"input": ["a", ""]}, "input[1] (text) must not be empty"),
+        ({"input": "a", "encoding_format": "int8"}, "'encoding_format' must be one of ['float', 'base64']"),
+        ({"input": "a", "dimensions": 256}, "'dimensions' is not supported"),
+        ({"input": "a", "instruction": 3}, "instruction (instruction) must be a string, got number"),
+        ({"input": "a", "temperature": 1}, "unknown field(s) ['temperature']: a OpenAI body accepts only"),
+    ],
+)
+def test_malformed_openai_bodies(openai_body: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        parse_request({"body": openai_body}, 8)
+    assert message in raised.value.message
+
+
+def test_openai_limit() -> None:
+    with pytest.raises(TooManyInputsError):
+        parse_request({"body": {"input": ["a"] * 9}}, 8)

@@ -1,0 +1,127 @@
+"""A requests-based client: splits inputs to fit the server's limits, keeps order, retries overload."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import requests
+
+from instructor_client.errors import (
+    AuthorizationError,
+    InstructorError,
+    InvalidRequestError,
+    ServerUnavailableError,
+)
+
+Pair = tuple[str, str]
+RETRIED_STATUSES = (503, 507)
+# TorchServe's max_request_size in this project's config.properties is 8 MiB; stay below it.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 2**20 - 64 * 2**10
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason
+    return str(body.get("message", body)) if isinstance(body, dict) else str(body)
+
+
+class InstructorClient:
+    """Embeds ``[instruction, text]`` pairs through ``POST /predictions/<model>``.
+
+    Args:
+        url: the inference address, e.g. ``http://127.0.0.1:8080``.
+        model: the endpoint name.
+        token: the inference key; or ``key_file`` to read it from TorchServe's key file on each
+            request (so a renewed key is picked up).
+        max_pairs_per_request: the server's ``max_items_per_request``.
+        max_request_bytes: the largest body sent; inputs are split to stay under it.
+        retries: extra attempts on 503/507 and lost connections, with exponential backoff.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        model: str = "instructor",
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        max_pairs_per_request: int = 128,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        timeout_s: float = 120.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.endpoint = f"{url.rstrip('/')}/predictions/{model}"
+        self.token = token
+        self.key_file = Path(key_file) if key_file else None
+        self.max_pairs = max_pairs_per_request
+        self.max_bytes = max_request_bytes
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+
+    def embed(self, pairs: Sequence[Pair]) -> list[list[float]]:
+        """One vector per ``(instruction, text)`` pair, in order."""
+        vectors: list[list[float]] = []
+        for chunk in self.chunks(pairs):
+            vectors.extend(self._post({"inputs": [list(pair) for pair in chunk]}))
+        return vectors
+
+    def embed_texts(self, texts: Sequence[str], instruction: str = "") -> list[list[float]]:
+        """One vector per text, all under the same instruction."""
+        return self.embed([(instruction, text) for text in texts])
+
+    def chunks(self, pairs: Sequence[Pair]) -> Iterator[list[Pair]]:
+        """Consecutive groups that respect the pair and byte limits (order kept)."""
+        chunk: list[Pair] = []
+        size = len('{"inputs":[]}')
+        for pair in pairs:
+            pair_size = len(json.dumps(list(pair)).encode()) + 1
+            if pair_size + len('{"inputs":[]}') > self.max_bytes:
+                raise InvalidRequestError(0, f"one pair is {pair_size} bytes, over the {self.max_bytes}-byte limit")
+            if chunk and (len(chunk) == self.max_pairs or size + pair_size > self.max_bytes):
+                yield chunk
+                chunk, size = [], len('{"inputs":[]}')
+            chunk.append(pair)
+            size += pair_size
+        if chunk:
+            yield chunk
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        token = self.token
+        if self.key_file is not None:
+            token = json.loads(self.key_file.read_text())["inference"]["key"]
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _post(self, body: dict[str, object]) -> list[list[float]]:
+        data = json.dumps(body).encode()
+        last: InstructorError = ServerUnavailableError(0, "no attempt made")
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self.session.post(self.endpoint, data=data, headers=self._headers(), timeout=self.timeout_s)
+            except requests.ConnectionError as err:
+                last = ServerUnavailableError(0, f"no answer from {self.endpoint}: {err}")
+                continue
+            if response.status_code == 200:
+                return response.json()
+            message = _message(response)
+            if "Token Authorization failed" in message:
+                raise AuthorizationError(response.status_code, message)
+            if response.status_code in RETRIED_STATUSES:
+                last = ServerUnavailableError(response.status_code, message)
+                continue
+            if 400 <= response.status_code < 500:
+                raise InvalidRequestError(response.status_code, message)
+            raise ServerUnavailableError(response.status_code, message)
+        raise last

@@ -1,0 +1,215 @@
+"""The Python client, LangChain and Chroma adapters, and the official OpenAI SDK against a real server.
+
+The server serves the real all-MiniLM-L6-v2 weights (the offline demo, instructions ignored)
+under the name ``embeddings``, so OpenAI's SDK with ``base_url=<inference>/predictions`` reaches
+it at ``/predictions/embeddings``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import requests
+
+from handler.settings import HandlerSettings
+from instructor_client import (
+    AuthorizationError,
+    InstructorClient,
+    InvalidRequestError,
+    ServerUnavailableError,
+)
+from tests.conftest import RunningServer, running_torchserve
+from toolkit.archive import WorkerConfig
+
+DOCS = {
+    "bread": "A beginner's guide to baking sourdough loaves in your own kitchen.",
+    "rates": "The central bank raised interest rates by a quarter point on Wednesday.",
+    "football": "The home team won the championship after a late goal in extra time.",
+    "python": "Python lists keep insertion order and can hold values of any type.",
+}
+QUERY = "How do I bake bread at home?"
+
+
+def fake_response(status: int, body: object) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode()
+    return response
+
+
+def test_chunks_respect_pair_and_byte_limits_in_order() -> None:
+    client = InstructorClient(max_pairs_per_request=3, max_request_bytes=120)
+    pairs = [("i", f"text {n}") for n in range(10)] + [("i", "x" * 60)]
+    chunks = list(client.chunks(pairs))
+    assert [pair for chunk in chunks for pair in chunk] == pairs
+    assert all(len(chunk) <= 3 for chunk in chunks)
+    assert all(len(json.dumps({"inputs": [list(p) for p in chunk]})) <= 120 for chunk in chunks)
+    with pytest.raises(InvalidRequestError, match="over the 120-byte limit"):
+        list(client.chunks([("i", "y" * 200)]))
+
+
+def test_retries_overload_then_succeeds() -> None:
+    session = mock.Mock()
+    session.post.side_effect = [fake_response(503, {"message": "busy"}), fake_response(200, [[1.0], [2.0]])]
+    client = InstructorClient(token="k", backoff_s=0, session=session)
+    assert client.embed([("", "a"), ("", "b")]) == [[1.0], [2.0]]
+    assert session.post.call_count == 2
+    assert session.post.call_args.kwargs["headers"]["Authorization"] == "Bearer k"
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "retried"),
+    [
+        (fake_response(400, {"message": "inputs[0][1] (text) must be a string"}), InvalidRequestError, False),
+        (
+            fake_response(400, {"message": "Token Authorization failed. Token either incorrect"}),
+            AuthorizationError,
+            False,
+        ),
+        (fake_response(507, {"message": "out of memory"}), ServerUnavailableError, True),
+        (fake_response(500, {"message": "the model failed"}), ServerUnavailableError, False),
+    ],
+)
+def test_typed_errors_carry_the_server_message(response: requests.Response, error: type, retried: bool) -> None:
+    session = mock.Mock()
+    session.post.return_value = response
+    with pytest.raises(error) as raised:
+        InstructorClient(retries=2, backoff_s=0, session=session).embed([("", "a")])
+    assert raised.value.message == response.json()["message"]
+    assert session.post.call_count == (3 if retried else 1)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[RunningServer]:
+    ignore = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256})
+    workdir = tmp_path_factory.mktemp("clients")
+    with running_torchserve(workdir, minilm_dir, WorkerConfig(), ignore, name="embeddings") as running:
+        running.management.register("embeddings.mar")
+        yield running
+
+
+@pytest.fixture
+def client(demo_server: RunningServer) -> InstructorClient:
+    return InstructorClient(demo_server.inference_url, "embeddings", key_file=demo_server.layout.key_file)
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.integration
+def test_client_splits_and_keeps_order(demo_server: RunningServer, client: InstructorClient) -> None:
+    texts = [f"Sentence number {n} about {topic}." for n, topic in enumerate(["bread", "rates", "sport"] * 4)]
+    whole = client.embed_texts(texts)
+    small = InstructorClient(
+        demo_server.inference_url, "embeddings", key_file=demo_server.layout.key_file, max_pairs_per_request=5
+    )
+    split = small.embed_texts(texts)
+    assert len(split) == len(texts) == len(whole)
+    assert all(max(abs(a - b) for a, b in zip(x, y, strict=True)) <= 1e-6 for x, y in zip(split, whole, strict=True))
+
+
+@pytest.mark.integration
+def test_client_without_token_is_refused(demo_server: RunningServer) -> None:
+    with pytest.raises(AuthorizationError):
+        InstructorClient(demo_server.inference_url, "embeddings").embed_texts(["x"])
+
+
+@pytest.mark.integration
+def test_langchain_embeddings_rank_the_relevant_document_first(client: InstructorClient) -> None:
+    from instructor_client.langchain import InstructorEmbeddings
+
+    embeddings = InstructorEmbeddings(client)
+    vectors = dict(zip(DOCS, embeddings.embed_documents(list(DOCS.values())), strict=True))
+    query = embeddings.embed_query(QUERY)
+    assert max(vectors, key=lambda name: cosine(query, vectors[name])) == "bread"
+
+
+@pytest.mark.integration
+def test_chroma_collection_queries_through_the_server(client: InstructorClient) -> None:
+    import chromadb
+    from chromadb.config import Settings
+
+    from instructor_client.chroma import InstructorEmbeddingFunction
+
+    chroma = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
+    collection = chroma.create_collection("instructor-docs", embedding_function=InstructorEmbeddingFunction(client))
+    collection.add(ids=list(DOCS), documents=list(DOCS.values()))
+    result = collection.query(query_texts=[QUERY], n_results=2)
+    assert result["ids"][0][0] == "bread"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("encoding", [None, "float", "base64"])
+def test_official_openai_client(demo_server: RunningServer, client: InstructorClient, encoding: str | None) -> None:
+    """None: the SDK's default, which asks for base64 and decodes it itself."""
+    import base64
+
+    import numpy as np
+    from openai import NOT_GIVEN, OpenAI
+
+    openai = OpenAI(base_url=f"{demo_server.inference_url}/predictions", api_key=demo_server.keys().inference)
+    texts = list(DOCS.values())
+    response = openai.embeddings.create(
+        model="embeddings",
+        input=texts,
+        encoding_format=encoding or NOT_GIVEN,
+        extra_body={"instruction": "Represent:"},
+    )
+    expected = client.embed_texts(texts)
+    assert [item.index for item in response.data] == list(range(len(texts)))
+    for item, wanted in zip(response.data, expected, strict=True):
+        vector = item.embedding
+        if encoding == "base64":
+            assert isinstance(vector, str)
+            vector = np.frombuffer(base64.b64decode(vector), dtype="<f4").tolist()
+        assert max(abs(a - b) for a, b in zip(vector, wanted, strict=True)) <= 1e-6
+    assert response.usage.prompt_tokens > len(texts)
+
+
+@pytest.mark.integration
+def test_examples_run_against_the_server(demo_server: RunningServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    common = [
+        "--url",
+        demo_server.inference_url,
+        "--model",
+        "embeddings",
+        "--key-file",
+        str(demo_server.layout.key_file),
+    ]
+    ingest = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "ingest_and_query.py"),
+            str(REPO_ROOT / "examples" / "docs"),
+            "How do I bake bread?",
+            "--persist-dir",
+            str(tmp_path / "chroma"),
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    assert "6 paragraphs indexed" in ingest.stdout and "1. baking.txt#" in ingest.stdout
+    ranking = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "instruction_ranking.py"), *common],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert ranking.returncode == 0, ranking.stderr
+    rows = [line for line in ranking.stdout.splitlines() if line.startswith("| none") or line.startswith("| query")]
+    assert len(rows) == 2
