@@ -213,3 +213,24 @@ def test_examples_run_against_the_server(demo_server: RunningServer, tmp_path: P
     assert ranking.returncode == 0, ranking.stderr
     rows = [line for line in ranking.stdout.splitlines() if line.startswith("| none") or line.startswith("| query")]
     assert len(rows) == 2
+
+
+def test_repository_installs_only_the_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("instructor_client-*.whl")
+    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist() if not name.endswith(".dist-info/")}
+    assert {name for name in packages if not name.endswith(".dist-info")} == {"instructor_client"}
