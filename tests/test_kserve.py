@@ -124,7 +124,14 @@ def test_kserve_routes_batch_correctly(
         server.wait_for(lambda: '"READY"' in requests.get(describe, timeout=5).text, 120, "the model's worker")
         with ThreadPoolExecutor(len(bodies)) as pool:
             responses = list(pool.map(send, bodies))
-        log = (layout.log_dir / "model_log.log").read_text()
+
+        def logged_sizes() -> list[int]:
+            log = (layout.log_dir / "model_log.log").read_text()
+            return [int(size) for size in re.findall(r"batch of (\d+) requests", log)]
+
+        # The worker's log lines reach model_log.log asynchronously: wait for all of them.
+        server.wait_for(lambda: sum(logged_sizes()) >= len(bodies), 30, "the batch log")
+        sizes = logged_sizes()
     finally:
         server.stop(layout)
     for index, response in enumerate(responses[:5]):
@@ -140,5 +147,4 @@ def test_kserve_routes_batch_correctly(
         assert max(abs(a - b) for a, b in zip(output["data"], expected[index], strict=True)) <= 1e-5
     assert responses[10].status_code == 400
     assert "instances[0][1] (text) must be a string" in responses[10].json()["message"]
-    sizes = [int(size) for size in re.findall(r"batch of (\d+) requests", log)]
     assert max(sizes) > 1, sizes
