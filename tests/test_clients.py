@@ -216,21 +216,24 @@ def test_examples_run_against_the_server(demo_server: RunningServer, tmp_path: P
 
 
 def test_repository_installs_only_the_client(tmp_path: Path) -> None:
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     from tests.conftest import REPO_ROOT
 
+    # Build from a copy of the repository, so the build leaves nothing in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(".venv*", ".git", "models", ".run", "build"))
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
-        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    (wheel,) = tmp_path.glob("instructor_client-*.whl")
-    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist() if not name.endswith(".dist-info/")}
+    (wheel,) = (tmp_path / "dist").glob("instructor_client-*.whl")
+    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {name for name in packages if not name.endswith(".dist-info")} == {"instructor_client"}
