@@ -225,7 +225,9 @@ def test_repository_installs_only_the_client(tmp_path: Path) -> None:
 
     # Build from a copy of the repository, so the build leaves nothing in the checkout.
     source = tmp_path / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(".venv*", ".git", "models", ".run", "build"))
+    shutil.copytree(
+        REPO_ROOT, source, ignore=shutil.ignore_patterns(".venv*", ".git", "models", "model_store", ".run", "build")
+    )
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
         capture_output=True,
