@@ -122,10 +122,13 @@ class InstructorEncoder:
         ids = self._token_ids(inputs)
         if mode is not InstructionMode.EXCLUDE:
             return [TokenizedRow(row, 0) for row in ids]
-        instruction_ids = self._token_ids([instruction.strip() for instruction, _ in pairs])
+        # A batch usually repeats a few instructions: tokenize each distinct one once.
+        instructions = [instruction.strip() for instruction, _ in pairs]
+        distinct = list(dict.fromkeys(instructions))
+        token_counts = dict(zip(distinct, (len(ids) for ids in self._token_ids(distinct)), strict=True))
         rows = []
-        for row, instruction_row in zip(ids, instruction_ids, strict=True):
-            context_len = instruction_context_len(len(instruction_row))
+        for row, instruction in zip(ids, instructions, strict=True):
+            context_len = instruction_context_len(token_counts[instruction])
             # Keep at least the last token pooled when tokenizing the joined string merged
             # pieces across the boundary (the reference would fail an assertion there).
             rows.append(TokenizedRow(row, min(context_len, len(row) - 1)))
