@@ -43,7 +43,7 @@ def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int
 
 
 class InstructorHandler(BaseHandler):
-    """Serves native, KServe v1 and KServe v2 bodies (see ``handler.request_parsing``)."""
+    """Serves native, KServe v1/v2 and OpenAI bodies (see ``handler.request_parsing``)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,13 +33,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_encoder(tiny_model_dir: Path) -> InstructorEncoder:
     """The encoder the handler uses, on the tiny model, loaded in-process."""
     return InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -73,14 +65,7 @@ class RunningServer:
 
 def write_test_config(workdir: Path, model_store: Path) -> tuple[Path, dict[str, str]]:
     """The repo's config.properties with free loopback ports and a test model store."""
-    ports = {name: free_port() for name in ("inference", "management", "metrics")}
-    overrides = {f"{name}_address": f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    overrides |= {f"grpc_{name}_port": str(free_port()) for name in ("inference", "management")}
-    overrides["model_store"] = str(model_store)
-    text = server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides)
-    config = workdir / "config.properties"
-    config.write_text(text)
-    return config, overrides
+    return server.write_loopback_config(workdir, model_store, REPO_ROOT / "config.properties")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 from toolkit import server
 from toolkit.container import ContainerSettings, container_config
 from toolkit.healthcheck import check
@@ -62,7 +62,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 @pytest.mark.integration
 def test_entrypoint_serves_then_stops_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
-    ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m")}
+    ports = {name: server.free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m")}
     env = dict(os.environ) | {
         "MODEL": str(tiny_model_dir),
         "MODELS_DIR": str(tmp_path / "models"),

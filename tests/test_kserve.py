@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from handler.encoder import InstructorEncoder
-from tests.conftest import EXCLUDE, REPO_ROOT, free_port
+from tests.conftest import EXCLUDE, REPO_ROOT
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
 from toolkit.kserve import ManifestError, lay_out_storage, validate_files, validate_manifest
@@ -87,19 +87,11 @@ def test_kserve_routes_batch_correctly(
 ) -> None:
     """TorchServe started as KServe starts it (TS_SERVICE_ENVELOPE injected) from the laid-out storage."""
     monkeypatch.setenv("TS_SERVICE_ENVELOPE", envelope)
-    port = free_port()
-    overrides = {
-        "inference_address": f"http://127.0.0.1:{port}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": str(free_port()),
-        "grpc_management_port": str(free_port()),
-        "model_store": str(storage / "model-store"),
-    }
-    config = tmp_path / "config.properties"
-    config.write_text(server.with_overrides((storage / "config" / "config.properties").read_text(), overrides))
+    config, overrides = server.write_loopback_config(
+        tmp_path, storage / "model-store", storage / "config" / "config.properties"
+    )
     layout = server.ServerLayout(tmp_path, config, tmp_path / "run")
-    base = f"http://127.0.0.1:{port}"
+    base = overrides["inference_address"]
     pairs = [[f"Represent sentence {i}:", f"Text {i} about KServe."] for i in range(10)]
     expected = tiny_encoder.encode([tuple(pair) for pair in pairs]).tolist()
     bodies = [(f"{base}/v1/models/instructor:predict", {"instances": [pair]}) for pair in pairs[:5]]

@@ -20,6 +20,7 @@ import yaml
 
 from handler.model_files import read_layout
 from handler.settings import HandlerSettings
+from toolkit.model_source import ModelSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PACKAGE = REPO_ROOT / "handler"
@@ -93,6 +94,21 @@ def _link_or_copy(source: str, target: str) -> None:
         Path(target).hardlink_to(Path(source).resolve())
     except OSError:
         shutil.copy2(source, target)
+
+
+def archive_for_source(
+    source: ModelSource,
+    export_dir: str | Path,
+    workers: WorkerConfig = WorkerConfig(),
+    name: str = "instructor",
+    archive_format: str = "default",
+    max_items_per_request: int = HandlerSettings.max_items_per_request,
+) -> Path:
+    """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings."""
+    settings = HandlerSettings.from_mapping(
+        {"instruction_mode": source.instruction_mode.value, "max_items_per_request": max_items_per_request}
+    )
+    return build_archive(source.path, export_dir, settings, workers, name, archive_format=archive_format)
 
 
 def build_archive(

@@ -8,7 +8,6 @@ probe for sizing, not the benchmark (make bench).
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +23,6 @@ from toolkit.archive import build_archive
 from toolkit.management import ManagementClient, TokenKeys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 PROBE_TEXT = (
@@ -71,14 +64,8 @@ def measure_worker(
         workdir = Path(scratch)
         store = workdir / "model_store"
         archive = build_archive(model_dir, store, settings, archive_format="no-archive")
-        ports = {key: f"http://127.0.0.1:{_free_port()}" for key in ("inference", "management", "metrics")}
-        overrides = {f"{key}_address": url for key, url in ports.items()} | {
-            "model_store": str(store),
-            "grpc_inference_port": str(_free_port()),
-            "grpc_management_port": str(_free_port()),
-        }
-        config = workdir / "config.properties"
-        config.write_text(server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides))
+        config, overrides = server.write_loopback_config(workdir, store, REPO_ROOT / "config.properties")
+        ports = {key: overrides[f"{key}_address"] for key in ("inference", "management")}
         layout = server.ServerLayout(workdir, config, workdir / "run")
         server.start(layout)
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings, InstructionMode
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, build_archive
+from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
     DEFAULT_MANAGEMENT_URL,
@@ -82,9 +82,6 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
     source = model_source.resolve(args.model, args.models_dir, args.revision, args.instruction_mode)
-    settings = HandlerSettings.from_mapping(
-        {"instruction_mode": source.instruction_mode.value, "max_items_per_request": args.max_items}
-    )
     workers = WorkerConfig(
         min_workers=args.workers,
         max_workers=args.workers,
@@ -92,9 +89,7 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         max_batch_delay_ms=args.max_batch_delay,
         response_timeout_s=args.response_timeout,
     )
-    archive = build_archive(
-        source.path, args.export_dir, settings, workers, args.name, archive_format=args.archive_format
-    )
+    archive = archive_for_source(source, args.export_dir, workers, args.name, args.archive_format, args.max_items)
     return source, archive
 
 

@@ -31,9 +31,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from handler.settings import HandlerSettings
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
+from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, archive_for_source
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +81,16 @@ class ContainerSettings:
         return server.ServerLayout(self.workdir, self.workdir / "config.properties", self.workdir / "run")
 
     @property
+    def local_inference_url(self) -> str:
+        """The inference address as a process inside the container reaches it."""
+        return self.inference_address.replace("0.0.0.0", "127.0.0.1").rstrip("/")
+
+    @property
+    def local_management_url(self) -> str:
+        """The management address as a process inside the container reaches it."""
+        return self.management_address.replace("0.0.0.0", "127.0.0.1").rstrip("/")
+
+    @property
     def archive_path(self) -> Path:
         return self.model_store / ARCHIVE_FORMATS[self.archive_format].format(name=self.name)
 
@@ -106,16 +115,8 @@ def prepare(settings: ContainerSettings) -> Path:
     """Build the archive unless the store already has it; write config.properties. Returns the archive."""
     if not settings.archive_path.exists():
         source = model_source.resolve(settings.model, settings.models_dir, mode=settings.instruction_mode)
-        handler_settings = HandlerSettings.from_mapping({"instruction_mode": source.instruction_mode.value})
         workers = WorkerConfig(min_workers=settings.workers, max_workers=settings.workers)
-        build_archive(
-            source.path,
-            settings.model_store,
-            handler_settings,
-            workers,
-            settings.name,
-            archive_format=settings.archive_format,
-        )
+        archive_for_source(source, settings.model_store, workers, settings.name, settings.archive_format)
         print(f"built {settings.archive_path} from {source.label}", flush=True)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     settings.layout.config_file.write_text(container_config(settings))
@@ -130,8 +131,7 @@ def run(settings: ContainerSettings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     server.start(layout)
-    inference_url = settings.inference_address.replace("0.0.0.0", "127.0.0.1")
-    server.wait_until_up(layout, inference_url, timeout_s=300)
+    server.wait_until_up(layout, settings.local_inference_url, timeout_s=300)
     print(f"TorchServe is up: {settings.inference_address}/predictions/{settings.name}", flush=True)
     while not stopping.wait(1.0):
         if server.running_pid(layout) is None:

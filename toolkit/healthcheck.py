@@ -18,8 +18,7 @@ from toolkit.management import ManagementError, TokenSession
 
 def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, str]:
     """Whether TorchServe answers ``/ping`` as Healthy, and what it said."""
-    inference_url = settings.inference_address.replace("0.0.0.0", "127.0.0.1").rstrip("/")
-    management_url = settings.management_address.replace("0.0.0.0", "127.0.0.1")
+    inference_url, management_url = settings.local_inference_url, settings.local_management_url
     try:
         if settings.token_authorization == "off":
             response = requests.get(f"{inference_url}/ping", timeout=timeout_s)

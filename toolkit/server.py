@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,33 @@ def with_overrides(text: str, overrides: Mapping[str, str]) -> str:
     result = re.sub(r"^([A-Za-z_][\w.]*)=.*$", replace, text, flags=re.MULTILINE)
     extra = "".join(f"{key}={value}\n" for key, value in remaining.items())
     return result if not extra else result.rstrip("\n") + "\n" + extra
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def loopback_overrides() -> dict[str, str]:
+    """Every listener of a TorchServe on its own free loopback port (HTTP and gRPC)."""
+    overrides = {
+        f"{name}_address": f"http://127.0.0.1:{free_port()}" for name in ("inference", "management", "metrics")
+    }
+    return overrides | {f"grpc_{name}_port": str(free_port()) for name in ("inference", "management")}
+
+
+def write_loopback_config(workdir: Path, model_store: Path, template: Path) -> tuple[Path, dict[str, str]]:
+    """``workdir/config.properties``: ``template`` on free loopback ports with ``model_store``.
+
+    Lets a second server (tests, measurements) run beside ``make serve`` without clashing.
+    Returns the file and the overrides written (the listener addresses among them).
+    """
+    overrides = loopback_overrides() | {"model_store": str(model_store)}
+    config = workdir / "config.properties"
+    config.write_text(with_overrides(template.read_text(), overrides))
+    return config, overrides
 
 
 def listener_urls(layout: ServerLayout) -> tuple[str, str]:
@@ -139,8 +167,9 @@ def running_pid(layout: ServerLayout) -> int | None:
 
 def start(layout: ServerLayout) -> None:
     """Start TorchServe in the background (``--ncs``: no snapshot restores old registrations)."""
-    if running_pid(layout) is not None:
-        raise ServerError(f"TorchServe is already running from {layout.workdir} (pid {running_pid(layout)})")
+    pid = running_pid(layout)
+    if pid is not None:
+        raise ServerError(f"TorchServe is already running from {layout.workdir} (pid {pid})")
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     layout.key_file.unlink(missing_ok=True)
     properties = read_properties(layout.config_file.read_text())
