@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
+from handler import precision as precisions
 from handler.batching import plan_micro_batches
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
@@ -74,7 +75,7 @@ class InstructorEncoder:
         if settings.instruction_mode is InstructionMode.EXCLUDE:
             _check_end_token_only(tokenizer)
         self.device = torch.device(device)
-        self.transformer = transformer.to(self.device).eval()
+        self.transformer = precisions.apply(transformer, settings.precision, self.device)
         self.head = head.to(self.device).eval()
         self.tokenizer = tokenizer
         self.normalize = normalize
@@ -89,14 +90,16 @@ class InstructorEncoder:
         """Load a sentence-transformers model folder from disk only (no network).
 
         T5 models load as ``T5EncoderModel`` (the decoder is never needed). Weights come from
-        safetensors when the folder has them; transformers reads ``.bin`` with weights_only.
+        safetensors when the folder has them (memory-mapped: workers share the pages when the
+        file is already in the serving dtype); transformers reads ``.bin`` with weights_only.
         """
         layout = read_layout(model_dir)
         load_args = {"local_files_only": True}
         try:
             config = AutoConfig.from_pretrained(layout.root, **load_args)
             model_class = T5EncoderModel if config.model_type == "t5" else AutoModel
-            transformer = model_class.from_pretrained(layout.root, dtype=torch.float32, **load_args)
+            dtype = precisions.load_dtype(settings.precision)
+            transformer = model_class.from_pretrained(layout.root, dtype=dtype, **load_args)
             tokenizer = AutoTokenizer.from_pretrained(layout.root, **load_args)
         except (OSError, ValueError) as err:
             raise ModelConfigError(f"{layout.root}: cannot load the transformer: {err}") from err
@@ -144,10 +147,14 @@ class InstructorEncoder:
         """Embed pairs in length-sorted micro-batches; rows come back in input order."""
         return self.encode_counted(pairs)[0]
 
-    @torch.inference_mode()
     def encode_counted(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, list[int]]:
         """:meth:`encode`, plus the tokens each pair used (after truncation)."""
         rows = self.tokenize(pairs)
+        return self.encode_rows(rows), [len(row.input_ids) for row in rows]
+
+    @torch.inference_mode()
+    def encode_rows(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
+        """Embed tokenized rows in length-sorted micro-batches; vectors come back in row order."""
         plan = plan_micro_batches(
             [len(row.input_ids) for row in rows],
             max_rows=self.settings.micro_batch_rows,
@@ -158,8 +165,7 @@ class InstructorEncoder:
             embedded = self._forward([rows[index] for index in indices])
             for index, vector in zip(indices, embedded, strict=True):
                 vectors[index] = vector
-        counts = [len(row.input_ids) for row in rows]
-        return (torch.stack(vectors) if vectors else torch.empty(0)), counts
+        return torch.stack(vectors) if vectors else torch.empty(0)
 
     def _forward(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
         width = max(len(row.input_ids) for row in rows)
@@ -171,7 +177,8 @@ class InstructorEncoder:
         context_lens = torch.tensor([row.context_len for row in rows])
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = masked_mean_pool(hidden, attention_mask, context_lens.to(self.device))
+        # Pool in float32 whatever the transformer computed in (bf16 sums lose digits).
+        pooled = masked_mean_pool(hidden.float(), attention_mask, context_lens.to(self.device))
         embedded = self.head(pooled)
         if self.normalize:
             embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)

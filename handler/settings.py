@@ -25,12 +25,27 @@ class InstructionMode(enum.StrEnum):
     IGNORE = "ignore"
 
 
+class Precision(enum.StrEnum):
+    """The number format the transformer computes in; pooling, Dense and vectors stay float32.
+
+    - ``fp32``: exact (the reference's own format), the default.
+    - ``bf16``: bfloat16 weights and activations, on CUDA or on CPUs with bf16 instructions
+      (AVX512_BF16 / AMX); T5 was trained in bf16. Never float16: T5 overflows in it.
+    - ``int8``: the transformer's Linear layers quantized dynamically to int8 (CPU only).
+    """
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+
 @dataclasses.dataclass(frozen=True)
 class HandlerSettings:
     """Validated handler settings. Build with :meth:`from_mapping`; unknown keys are errors.
 
     Attributes:
         instruction_mode: how instructions are pooled; required, never guessed.
+        precision: the transformer's number format (:class:`Precision`), fp32 by default.
         max_length: tokens per input after truncation (INSTRUCTOR hard-codes 512).
         max_items_per_request: pairs one request may carry; more is answered 413.
         micro_batch_rows: most rows in one forward pass.
@@ -40,6 +55,7 @@ class HandlerSettings:
     """
 
     instruction_mode: InstructionMode
+    precision: Precision = Precision.FP32
     max_length: int = 512
     max_items_per_request: int = 128
     micro_batch_rows: int = 32
@@ -67,7 +83,11 @@ class HandlerSettings:
         except ValueError as err:
             modes = [m.value for m in InstructionMode]
             raise ModelConfigError(f"handler setting 'instruction_mode' must be one of {modes}") from err
+        if "precision" in raw:
+            raw["precision"] = _parse_precision(raw["precision"])
         for name, value in raw.items():
+            if name == "precision":
+                continue
             if name == "model_subdir":
                 if not isinstance(value, str) or not value:
                     raise ModelConfigError("handler setting 'model_subdir' must be a non-empty string")
@@ -94,4 +114,13 @@ class HandlerSettings:
         """The settings as plain YAML-ready values."""
         values = dataclasses.asdict(self)
         values["instruction_mode"] = self.instruction_mode.value
+        values["precision"] = self.precision.value
         return values
+
+
+def _parse_precision(value: Any) -> Precision:
+    try:
+        return Precision(value)
+    except ValueError as err:
+        choices = [p.value for p in Precision]
+        raise ModelConfigError(f"handler setting 'precision' must be one of {choices}, got {value!r}") from err

@@ -7,11 +7,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
+from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
+from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
 from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml
+from toolkit.weights import store_transformer_weights
 
 
 def test_mar_is_self_contained(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -55,3 +60,32 @@ def test_bad_format_and_worker_range(tmp_path: Path, tiny_model_dir: Path) -> No
         build_archive(tiny_model_dir, tmp_path, EXCLUDE, archive_format="zip")
     with pytest.raises(ArchiveError, match="min_workers"):
         model_config_yaml(WorkerConfig(min_workers=2, max_workers=1), EXCLUDE)
+
+
+def _float_dtypes(path: Path) -> set[torch.dtype]:
+    return {tensor.dtype for tensor in load_file(str(path)).values() if tensor.is_floating_point()}
+
+
+def test_bf16_archive_stores_transformer_weights_in_bf16(tmp_path: Path, tiny_model_dir: Path) -> None:
+    bf16 = HandlerSettings.from_mapping({"instruction_mode": "exclude", "precision": "bf16"})
+    archive = build_archive(tiny_model_dir, tmp_path, bf16, archive_format="no-archive")
+    assert _float_dtypes(archive / "model" / "model.safetensors") == {torch.bfloat16}
+    assert _float_dtypes(archive / "model" / "2_Dense" / "model.safetensors") == {torch.float32}
+    assert _float_dtypes(tiny_model_dir / "model.safetensors") == {torch.float32}, "the source model was modified"
+    assert yaml.safe_load((archive / "model-config.yaml").read_text())["handler"]["precision"] == "bf16"
+    stored = InstructorEncoder.from_folder(archive / "model", bf16)
+    converted_at_load = InstructorEncoder.from_folder(tiny_model_dir, bf16)
+    pairs = [("Represent the sentence:", "Weights stored in bf16 load as they are.")]
+    assert torch.equal(stored.encode(pairs), converted_at_load.encode(pairs))
+
+
+def test_bin_weights_become_bf16_safetensors(tmp_path: Path) -> None:
+    state = {"shared.weight": torch.randn(4, 3)}
+    state["encoder.embed_tokens.weight"] = state["shared.weight"]  # tied, as in T5 .bin files
+    state["position"] = torch.arange(3)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    (written,) = store_transformer_weights(tmp_path, torch.bfloat16)
+    assert written == tmp_path / "model.safetensors" and not (tmp_path / "pytorch_model.bin").exists()
+    loaded = load_file(str(written))
+    assert loaded["shared.weight"].dtype == torch.bfloat16 and loaded["position"].dtype == torch.int64
+    assert torch.equal(loaded["shared.weight"], loaded["encoder.embed_tokens.weight"])

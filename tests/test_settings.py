@@ -5,13 +5,21 @@ from __future__ import annotations
 import pytest
 
 from handler.errors import ModelConfigError
-from handler.settings import HandlerSettings, InstructionMode
+from handler.settings import HandlerSettings, InstructionMode, Precision
 
 
 def test_minimal_settings_take_defaults() -> None:
     settings = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
     assert settings.instruction_mode is InstructionMode.EXCLUDE
     assert settings.max_length == 512 and settings.max_items_per_request == 128
+    assert settings.precision is Precision.FP32
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_precision_is_read_and_written(precision: str) -> None:
+    settings = HandlerSettings.from_mapping({"instruction_mode": "exclude", "precision": precision})
+    assert settings.precision is Precision(precision)
+    assert settings.to_mapping()["precision"] == precision
 
 
 def test_round_trip_through_mapping() -> None:
@@ -31,6 +39,7 @@ def test_round_trip_through_mapping() -> None:
         ({"instruction_mode": "exclude", "max_items_per_request": 0}, "'max_items_per_request' must be at least 1"),
         ({"instruction_mode": "exclude", "torch_threads": -1}, "'torch_threads' must be 0 (auto) or more"),
         ({"instruction_mode": "exclude", "micro_batch_tokens": 100}, "must be at least 'max_length' (512)"),
+        ({"instruction_mode": "exclude", "precision": "fp16"}, "'precision' must be one of ['fp32', 'bf16', 'int8']"),
         ({"instruction_mode": "exclude", "model_subdir": ""}, "'model_subdir' must be a non-empty string"),
     ],
 )

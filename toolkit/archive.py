@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 
 from handler.model_files import read_layout
-from handler.settings import HandlerSettings
+from handler.precision import load_dtype
+from handler.settings import HandlerSettings, Precision
 from toolkit.model_source import ModelSource
+from toolkit.weights import store_transformer_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PACKAGE = REPO_ROOT / "handler"
@@ -80,11 +82,14 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def _stage(staging: Path, model_dir: Path) -> Path:
+def _stage(staging: Path, model_dir: Path, precision: Precision) -> Path:
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     skipped = shutil.ignore_patterns(*SKIPPED_MODEL_FILES)
     shutil.copytree(model_dir, extra / "model", ignore=skipped, copy_function=_link_or_copy)
+    if precision is Precision.BF16:
+        # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
+        store_transformer_weights(extra / "model", load_dtype(precision))
     return extra
 
 
@@ -103,10 +108,15 @@ def archive_for_source(
     name: str = "instructor",
     archive_format: str = "default",
     max_items_per_request: int = HandlerSettings.max_items_per_request,
+    precision: str = Precision.FP32.value,
 ) -> Path:
     """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings."""
     settings = HandlerSettings.from_mapping(
-        {"instruction_mode": source.instruction_mode.value, "max_items_per_request": max_items_per_request}
+        {
+            "instruction_mode": source.instruction_mode.value,
+            "max_items_per_request": max_items_per_request,
+            "precision": precision,
+        }
     )
     return build_archive(source.path, export_dir, settings, workers, name, archive_format=archive_format)
 
@@ -122,6 +132,8 @@ def build_archive(
 ) -> Path:
     """Build ``export_dir/<name>.mar`` (or the ``<name>`` folder for ``no-archive``).
 
+    ``settings.precision`` bf16 stores the transformer's weights in bf16 inside the archive.
+
     Raises:
         ArchiveError: the format is unknown or the archiver failed.
         ModelConfigError: ``model_dir`` is not a supported model folder.
@@ -134,7 +146,7 @@ def build_archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
         staging = Path(staging_name)
-        extra = _stage(staging, model_dir)
+        extra = _stage(staging, model_dir, settings.precision)
         config_file = staging / "model-config.yaml"
         config_file.write_text(model_config_yaml(workers, settings))
         command = [

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handler.errors import ModelConfigError
-from handler.settings import HandlerSettings, InstructionMode
+from handler.settings import HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
 from toolkit.management import (
@@ -76,6 +76,12 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="seconds")
     parser.add_argument(
+        "--precision",
+        choices=[precision.value for precision in Precision],
+        default=Precision.FP32.value,
+        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX) or int8 (CPU); see docs/benchmarks",
+    )
+    parser.add_argument(
         "--max-items", type=int, default=HandlerSettings.max_items_per_request, help="pairs per request before 413"
     )
 
@@ -89,7 +95,9 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         max_batch_delay_ms=args.max_batch_delay,
         response_timeout_s=args.response_timeout,
     )
-    archive = archive_for_source(source, args.export_dir, workers, args.name, args.archive_format, args.max_items)
+    archive = archive_for_source(
+        source, args.export_dir, workers, args.name, args.archive_format, args.max_items, args.precision
+    )
     return source, archive
 
 

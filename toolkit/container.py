@@ -10,6 +10,7 @@ read once in :meth:`ContainerSettings.from_env`:
 | NAME | instructor | endpoint name |
 | INSTRUCTION_MODE | (per model) | exclude, include, ignore |
 | ARCHIVE_FORMAT | default | default, no-archive, tgz |
+| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU) |
 | WORKERS | 1 | workers per model |
 | MODELS_DIR | /models | downloads and mounted models |
 | MODEL_STORE | /home/serve/model_store | where the archive is built |
@@ -45,6 +46,7 @@ class ContainerSettings:
     name: str = "instructor"
     instruction_mode: str | None = None
     archive_format: str = "default"
+    precision: str = "fp32"
     workers: int = 1
     models_dir: Path = Path("/models")
     model_store: Path = Path("/home/serve/model_store")
@@ -116,7 +118,14 @@ def prepare(settings: ContainerSettings) -> Path:
     if not settings.archive_path.exists():
         source = model_source.resolve(settings.model, settings.models_dir, mode=settings.instruction_mode)
         workers = WorkerConfig(min_workers=settings.workers, max_workers=settings.workers)
-        archive_for_source(source, settings.model_store, workers, settings.name, settings.archive_format)
+        archive_for_source(
+            source,
+            settings.model_store,
+            workers,
+            settings.name,
+            settings.archive_format,
+            precision=settings.precision,
+        )
         print(f"built {settings.archive_path} from {source.label}", flush=True)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     settings.layout.config_file.write_text(container_config(settings))

@@ -1,0 +1,100 @@
+"""Precision modes: bf16 and int8 vectors stay close to fp32; impossible combinations are refused.
+
+Thresholds from the performance issue: cosine to the fp32 vector >= 0.999 for bf16 and >= 0.99
+for int8, on every pair, for the real MiniLM weights and the tiny INSTRUCTOR model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from handler import precision as precisions
+from handler.encoder import InstructorEncoder
+from handler.errors import ModelConfigError
+from handler.int8 import Int8Linear
+from handler.settings import HandlerSettings, Precision
+from tests.cases import PARITY_CASES
+
+MIN_COSINE = {Precision.BF16: 0.999, Precision.INT8: 0.99}
+PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + [
+    ("Represent the question for retrieving answers:", "How do I bake sourdough bread at home?"),
+    ("Represent the document for retrieval:", "The central bank raised interest rates by a quarter point."),
+]
+
+
+def _settings(mode: str, precision: Precision) -> HandlerSettings:
+    return HandlerSettings.from_mapping({"instruction_mode": mode, "precision": precision.value})
+
+
+def _cosines(model_dir: Path, mode: str, precision: Precision) -> torch.Tensor:
+    exact = InstructorEncoder.from_folder(model_dir, _settings(mode, Precision.FP32)).encode(PAIRS)
+    reduced = InstructorEncoder.from_folder(model_dir, _settings(mode, precision)).encode(PAIRS)
+    assert reduced.dtype == torch.float32 and reduced.shape == exact.shape
+    return torch.nn.functional.cosine_similarity(exact, reduced, dim=1)
+
+
+@pytest.mark.parametrize("precision", [Precision.BF16, Precision.INT8])
+def test_tiny_instructor_vectors_stay_close_to_fp32(tiny_model_dir: Path, precision: Precision) -> None:
+    cosines = _cosines(tiny_model_dir, "exclude", precision)
+    assert float(cosines.min()) >= MIN_COSINE[precision], cosines
+
+
+@pytest.mark.parametrize("precision", [Precision.BF16, Precision.INT8])
+def test_minilm_vectors_stay_close_to_fp32(minilm_dir: Path, precision: Precision) -> None:
+    cosines = _cosines(minilm_dir, "ignore", precision)
+    assert float(cosines.min()) >= MIN_COSINE[precision], cosines
+
+
+def test_reduced_precisions_really_change_the_computation(tiny_model_dir: Path) -> None:
+    """Guards the tests above: a mode that silently ran fp32 would pass them trivially."""
+    bf16 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.BF16))
+    int8 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.INT8))
+    assert next(bf16.transformer.parameters()).dtype == torch.bfloat16
+    assert any(isinstance(m, Int8Linear) for m in int8.transformer.modules()), "no Linear layer was quantized"
+    assert not any(type(m) is torch.nn.Linear for m in int8.transformer.modules())
+    assert all(p.dtype == torch.float32 for p in bf16.head.parameters())
+    for cosines in (_cosines(tiny_model_dir, "exclude", p) for p in (Precision.BF16, Precision.INT8)):
+        assert float(cosines.min()) < 1.0 - 1e-7
+
+
+def test_int8_on_a_gpu_is_refused() -> None:
+    with pytest.raises(ModelConfigError, match="int8' runs on CPU only"):
+        precisions.check_device(Precision.INT8, torch.device("cuda:0"))
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    without = tmp_path / "cpuinfo"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert precisions.cpu_flags(without) == {"fpu", "sse", "avx2", "avx512f", "avx512_vnni"}
+    assert precisions.cpu_flags(tmp_path / "missing") == frozenset()
+    with_bf16 = tmp_path / "cpuinfo-bf16"
+    with_bf16.write_text("flags\t: avx512f avx512_bf16\n")
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="handler.precision"):
+        precisions.check_device(Precision.BF16, cpu, precisions.cpu_flags(with_bf16))
+        assert not caplog.records
+        precisions.check_device(Precision.BF16, cpu, precisions.cpu_flags(without))
+    assert "slower than fp32" in caplog.text
+
+
+def test_load_dtype_follows_precision() -> None:
+    assert precisions.load_dtype(Precision.BF16) is torch.bfloat16
+    assert precisions.load_dtype(Precision.FP32) is torch.float32
+    assert precisions.load_dtype(Precision.INT8) is torch.float32
+
+
+def test_int8_linear_matches_float_linear_closely() -> None:
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    inputs = torch.randn(3, 5, 64, generator=generator)
+    inputs[0, 0] *= 50  # an outlier token must not flatten the other tokens (per-token scales)
+    with torch.inference_mode():
+        expected = linear(inputs)
+        actual = Int8Linear(linear)(inputs)
+    assert actual.shape == expected.shape and actual.dtype == torch.float32
+    cosines = torch.nn.functional.cosine_similarity(expected.reshape(-1, 48), actual.reshape(-1, 48), dim=1)
+    assert float(cosines.min()) > 0.999
+    assert Int8Linear(linear).weight.dtype == torch.int8
