@@ -13,11 +13,12 @@ FORMAT ?= default
 PRECISION ?= fp32
 WORKERS ?= 1
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(PRECISION) --workers $(WORKERS) \
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),)
 
-.PHONY: help venv serve stop archive test soak lint golden clean
+.PHONY: help venv serve stop archive test soak lint golden bench clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8] [WORKERS=1]"
@@ -25,6 +26,7 @@ help:
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
 	@echo "make soak      the reliability tests with 10x the requests"
+	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~25 min) [BENCH_ARGS=...]"
 	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -55,6 +57,10 @@ test: lint
 # Ten times the live fuzz, load and fault-injection requests of make test.
 soak: venv
 	RELIABILITY_SCALE=10 $(VENV)/bin/pytest tests/test_reliability.py $(PYTEST_ARGS)
+
+# Speed, latency, cold start and memory, written to docs/benchmarks/ (never part of make test).
+bench: venv
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 .venv-legacy/.installed: requirements-legacy.txt
 	$(PYTHON) -m venv .venv-legacy

@@ -159,6 +159,7 @@ class InstructorEncoder:
             [len(row.input_ids) for row in rows],
             max_rows=self.settings.micro_batch_rows,
             max_tokens=self.settings.micro_batch_tokens,
+            max_padding_pct=self.settings.micro_batch_padding_pct,
         )
         vectors: list[torch.Tensor | None] = [None] * len(rows)
         for indices in plan:

@@ -50,6 +50,8 @@ class HandlerSettings:
         max_items_per_request: pairs one request may carry; more is answered 413.
         micro_batch_rows: most rows in one forward pass.
         micro_batch_tokens: most padded tokens (rows x longest row) in one forward pass.
+        micro_batch_padding_pct: a row joins a micro-batch only when it is at most this many
+            percent shorter than the micro-batch's longest row (bounds wasted padding).
         torch_threads: intra-op threads per worker; 0 means CPUs divided by ``maxWorkers``.
         model_subdir: folder inside the archive that holds the model files.
     """
@@ -60,6 +62,7 @@ class HandlerSettings:
     max_items_per_request: int = 128
     micro_batch_rows: int = 32
     micro_batch_tokens: int = 16384
+    micro_batch_padding_pct: int = 20
     torch_threads: int = 0
     model_subdir: str = "model"
 
@@ -102,6 +105,8 @@ class HandlerSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ModelConfigError(f"handler setting '{name}' must be at least 1")
+        if not 0 <= self.micro_batch_padding_pct <= 100:
+            raise ModelConfigError("handler setting 'micro_batch_padding_pct' must be between 0 and 100")
         if self.torch_threads < 0:
             raise ModelConfigError("handler setting 'torch_threads' must be 0 (auto) or more")
         if self.micro_batch_tokens < self.max_length:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
-from toolkit.management import ManagementClient, TokenKeys
+from toolkit.scratch_server import RunningServer, running_server
 from toolkit.tiny_model import build_test_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,34 +33,6 @@ def tiny_encoder(tiny_model_dir: Path) -> InstructorEncoder:
     return InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)
 
 
-@dataclasses.dataclass
-class RunningServer:
-    """A TorchServe started by a test, and how to talk to it."""
-
-    layout: server.ServerLayout
-    model_store: Path
-    inference_url: str
-    management_url: str
-    metrics_url: str
-
-    @property
-    def management(self) -> ManagementClient:
-        return ManagementClient(self.layout.key_file, self.management_url)
-
-    def keys(self) -> TokenKeys:
-        return TokenKeys.read(self.layout.key_file)
-
-    def predict(self, name: str, body: object, **kwargs: object) -> requests.Response:
-        """POST a JSON body with the inference key."""
-        headers = {"Authorization": f"Bearer {self.keys().inference}"}
-        url = f"{self.inference_url}/predictions/{name}"
-        return requests.post(url, json=body, headers=headers, timeout=60, **kwargs)
-
-    def model_log(self) -> str:
-        path = self.layout.log_dir / "model_log.log"
-        return path.read_text() if path.exists() else ""
-
-
 def write_test_config(workdir: Path, model_store: Path) -> tuple[Path, dict[str, str]]:
     """The repo's config.properties with free loopback ports and a test model store."""
     return server.write_loopback_config(workdir, model_store, REPO_ROOT / "config.properties")
@@ -79,21 +49,8 @@ def running_torchserve(
     """A real TorchServe (repo config, free ports) with ``model_dir``'s archive in its store; stopped after."""
     model_store = workdir / "model_store"
     build_archive(model_dir, model_store, settings, workers, name=name)
-    config, addresses = write_test_config(workdir, model_store)
-    layout = server.ServerLayout(workdir=workdir, config_file=config, run_dir=workdir / "run")
-    running = RunningServer(
-        layout,
-        model_store,
-        addresses["inference_address"],
-        addresses["management_address"],
-        addresses["metrics_address"],
-    )
-    server.start(layout)
-    try:
-        server.wait_until_up(layout, running.inference_url, timeout_s=120)
+    with running_server(workdir, model_store) as running:
         yield running
-    finally:
-        server.stop(layout)
 
 
 @pytest.fixture(scope="module")

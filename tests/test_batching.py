@@ -52,3 +52,13 @@ def test_plan_always_fits_one_row_over_budget() -> None:
 
 def test_plan_of_nothing_is_empty() -> None:
     assert plan_micro_batches([], max_rows=4, max_tokens=512) == []
+
+
+def test_plan_bounds_padding_waste() -> None:
+    lengths = [256, 240, 200, 64, 60, 16, 15]
+    plan = plan_micro_batches(lengths, max_rows=32, max_tokens=16384, max_padding_pct=20)
+    assert plan == [[0, 1, 2], [3, 4], [5, 6]]
+    for batch in plan:
+        longest = max(lengths[index] for index in batch)
+        assert all(lengths[index] >= 0.8 * longest for index in batch)
+    assert plan_micro_batches(lengths, max_rows=32, max_tokens=16384, max_padding_pct=100) == [list(range(7))]

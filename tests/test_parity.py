@@ -1,6 +1,6 @@
 """Parity with InstructorEmbedding 1.0.1's own code, on the tiny model and on instructor-base's shape.
 
-The reference (tests/reference.py) executes INSTRUCTOR_Transformer.tokenize / forward and
+The reference (toolkit/reference.py) executes INSTRUCTOR_Transformer.tokenize / forward and
 INSTRUCTOR_Pooling; nothing in it re-implements the semantics under test.
 """
 
@@ -14,7 +14,7 @@ import torch
 from handler.encoder import InstructorEncoder
 from tests.cases import PARITY_CASES
 from tests.conftest import EXCLUDE
-from tests.reference import ReferenceInstructor
+from toolkit.reference import ReferenceInstructor
 from toolkit.tiny_model import build_test_model
 
 pytestmark = pytest.mark.parity

@@ -17,6 +17,8 @@ from handler.errors import ModelConfigError
 from handler.int8 import Int8Linear
 from handler.settings import HandlerSettings, Precision
 from tests.cases import PARITY_CASES
+from toolkit.archive import build_archive
+from toolkit.scratch_server import running_server
 
 MIN_COSINE = {Precision.BF16: 0.999, Precision.INT8: 0.99}
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + [
@@ -98,3 +100,25 @@ def test_int8_linear_matches_float_linear_closely() -> None:
     cosines = torch.nn.functional.cosine_similarity(expected.reshape(-1, 48), actual.reshape(-1, 48), dim=1)
     assert float(cosines.min()) > 0.999
     assert Int8Linear(linear).weight.dtype == torch.int8
+
+
+def test_served_precisions_answer_close_to_fp32(
+    tmp_path: Path, tiny_model_dir: Path, tiny_encoder: InstructorEncoder
+) -> None:
+    """bf16 and int8 archives served by a real TorchServe: vectors close to the in-process fp32 ones."""
+    store = tmp_path / "store"
+    for precision in (Precision.BF16, Precision.INT8):
+        build_archive(tiny_model_dir, store, _settings("exclude", precision), name=f"tiny-{precision.value}")
+    with running_server(tmp_path / "server", store) as server:
+        answers = {}
+        for precision in (Precision.BF16, Precision.INT8):
+            server.management.register(f"tiny-{precision.value}.mar", initial_workers=1)
+            response = server.predict(f"tiny-{precision.value}", {"inputs": [list(pair) for pair in PAIRS]})
+            assert response.status_code == 200, response.text
+            answers[precision] = torch.tensor(response.json())
+        log = server.model_log()
+    exact = tiny_encoder.encode(PAIRS)
+    for precision, vectors in answers.items():
+        cosines = torch.nn.functional.cosine_similarity(exact, vectors, dim=1)
+        assert float(cosines.min()) >= MIN_COSINE[precision], (precision, cosines)
+    assert "'precision': 'bf16'" in log and "'precision': 'int8'" in log

@@ -58,7 +58,7 @@ class WorkerConfig:
     min_workers: int = 1
     max_workers: int = 1
     batch_size: int = 8
-    max_batch_delay_ms: int = 20
+    max_batch_delay_ms: int = 5
     response_timeout_s: int = 120
     startup_timeout_s: int = 300
 
@@ -86,14 +86,14 @@ def _stage(staging: Path, model_dir: Path, precision: Precision) -> Path:
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     skipped = shutil.ignore_patterns(*SKIPPED_MODEL_FILES)
-    shutil.copytree(model_dir, extra / "model", ignore=skipped, copy_function=_link_or_copy)
+    shutil.copytree(model_dir, extra / "model", ignore=skipped, copy_function=link_or_copy)
     if precision is Precision.BF16:
         # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
         store_transformer_weights(extra / "model", load_dtype(precision))
     return extra
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def link_or_copy(source: str, target: str) -> None:
     """Hard-link where possible: staging a multi-GB model then costs no copy."""
     try:
         Path(target).hardlink_to(Path(source).resolve())
@@ -149,25 +149,43 @@ def build_archive(
         extra = _stage(staging, model_dir, settings.precision)
         config_file = staging / "model-config.yaml"
         config_file.write_text(model_config_yaml(workers, settings))
-        command = [
-            str(Path(sys.executable).with_name("torch-model-archiver")),
-            "--model-name",
-            name,
-            "--version",
-            version,
-            "--handler",
-            str(extra / "handler" / "torchserve_handler.py"),
-            "--extra-files",
-            str(extra),
-            "--config-file",
-            str(config_file),
-            "--export-path",
-            str(export_dir),
-            "--archive-format",
-            archive_format,
-            "--force",
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        handler_file = extra / "handler" / "torchserve_handler.py"
+        return run_archiver(name, version, handler_file, extra, config_file, export_dir, archive_format)
+
+
+def run_archiver(
+    name: str,
+    version: str,
+    handler_file: Path,
+    extra_dir: Path,
+    config_file: Path,
+    export_dir: Path,
+    archive_format: str,
+) -> Path:
+    """Run ``torch-model-archiver``; returns what it wrote into ``export_dir``.
+
+    Raises:
+        ArchiveError: the archiver failed.
+    """
+    command = [
+        str(Path(sys.executable).with_name("torch-model-archiver")),
+        "--model-name",
+        name,
+        "--version",
+        version,
+        "--handler",
+        str(handler_file),
+        "--extra-files",
+        str(extra_dir),
+        "--config-file",
+        str(config_file),
+        "--export-path",
+        str(export_dir),
+        "--archive-format",
+        archive_format,
+        "--force",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ArchiveError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip()}")
     return export_dir / ARCHIVE_FORMATS[archive_format].format(name=name)

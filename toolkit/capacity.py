@@ -3,7 +3,7 @@
 Used for docs/scaling.md: builds the archive, starts TorchServe from the repo config on free
 ports, registers the model with one worker, sends single-pair requests from concurrent
 clients, then reads the worker's resident (RSS) and proportional (PSS) set sizes. This is a
-probe for sizing, not the benchmark (make bench).
+probe for sizing; ``make bench`` (toolkit/bench) is the benchmark.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import requests
 
 from handler.settings import HandlerSettings
-from toolkit import server
 from toolkit.archive import build_archive
-from toolkit.management import ManagementClient, TokenKeys
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
+from toolkit.scratch_server import running_server
 
 PROBE_TEXT = (
     "Instruction-tuned embeddings let one model serve retrieval, clustering and classification by "
@@ -64,33 +59,22 @@ def measure_worker(
         workdir = Path(scratch)
         store = workdir / "model_store"
         archive = build_archive(model_dir, store, settings, archive_format="no-archive")
-        config, overrides = server.write_loopback_config(workdir, store, REPO_ROOT / "config.properties")
-        ports = {key: overrides[f"{key}_address"] for key in ("inference", "management")}
-        layout = server.ServerLayout(workdir, config, workdir / "run")
-        server.start(layout)
-        try:
-            server.wait_until_up(layout, ports["inference"])
-            client = ManagementClient(layout.key_file, ports["management"])
+        with running_server(workdir, store) as running:
             started = time.monotonic()
-            client.register(archive.name, initial_workers=1)
+            running.management.register(archive.name, initial_workers=1)
             load_s = time.monotonic() - started
-            key = TokenKeys.read(layout.key_file).inference
 
             def send(index: int) -> None:
                 body = {"inputs": [INSTRUCTION, f"{text} {index}"]}
-                url = f"{ports['inference']}/predictions/instructor"
-                headers = {"Authorization": f"Bearer {key}"}
-                requests.post(url, json=body, headers=headers, timeout=300).raise_for_status()
+                running.predict("instructor", body, timeout=300).raise_for_status()
 
             send(-1)
             started = time.monotonic()
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(send, range(requests_count)))
             elapsed = time.monotonic() - started
-            (description,) = client.describe("instructor")
-            info = psutil.Process(int(description["workers"][0]["pid"])).memory_full_info()
-        finally:
-            server.stop(layout)
+            (pid,) = running.worker_pids("instructor")
+            info = psutil.Process(pid).memory_full_info()
     mib = 2**20
     return {
         "register_to_ready_s": round(load_s, 1),

@@ -91,13 +91,16 @@ def loopback_overrides() -> dict[str, str]:
     return overrides | {f"grpc_{name}_port": str(free_port()) for name in ("inference", "management")}
 
 
-def write_loopback_config(workdir: Path, model_store: Path, template: Path) -> tuple[Path, dict[str, str]]:
+def write_loopback_config(
+    workdir: Path, model_store: Path, template: Path, extra: Mapping[str, str] | None = None
+) -> tuple[Path, dict[str, str]]:
     """``workdir/config.properties``: ``template`` on free loopback ports with ``model_store``.
 
     Lets a second server (tests, measurements) run beside ``make serve`` without clashing.
-    Returns the file and the overrides written (the listener addresses among them).
+    ``extra`` overrides more keys. Returns the file and the overrides written (the listener
+    addresses among them).
     """
-    overrides = loopback_overrides() | {"model_store": str(model_store)}
+    overrides = loopback_overrides() | {"model_store": str(model_store)} | dict(extra or {})
     config = workdir / "config.properties"
     config.write_text(with_overrides(template.read_text(), overrides))
     return config, overrides

@@ -6,6 +6,10 @@ functions of a tokenizer and tensors. Bound to an object that has ``tokenizer``,
 ``auto_model``, ``max_seq_length`` and ``do_lower_case``, they compute what
 ``INSTRUCTOR.encode`` computes. Dense and Normalize are sentence-transformers' own modules,
 as in the original pipeline. Nothing here re-implements the semantics under test.
+
+The parity tests compare the handler against it, and the benchmark's baseline server runs it
+the way TorchServe's upstream INSTRUCTOR example runs ``INSTRUCTOR.encode``. It needs the test
+dependencies (InstructorEmbedding, sentence-transformers), not the serving ones.
 """
 
 from __future__ import annotations

@@ -1,0 +1,212 @@
+"""The benchmark's pieces: inputs, load generator, limit, report, and one short real run.
+
+Speed is never asserted here (numbers live in docs/benchmarks); what is checked is that the
+benchmark measures what it says: the right token lengths, every answer verified, the baseline
+computing INSTRUCTOR's vectors, and reports that flag missed targets.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from handler.encoder import InstructorEncoder
+from handler.settings import Precision
+from toolkit.bench import report
+from toolkit.bench.baseline import build_baseline_archive
+from toolkit.bench.cli import write_results
+from toolkit.bench.limit import measure_limit
+from toolkit.bench.load import run_load, vectors_in
+from toolkit.bench.runner import BenchOptions, run_benchmark
+from toolkit.bench.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
+from toolkit.reference import ReferenceInstructor
+from toolkit.scratch_server import running_server
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def test_token_lengths_are_deterministic_and_in_range() -> None:
+    lengths = token_lengths(500, seed=3)
+    assert lengths == token_lengths(500, seed=3) != token_lengths(500, seed=4)
+    assert min(lengths) >= 16 and max(lengths) <= 256
+    assert sum(length < 64 for length in lengths) > sum(length >= 128 for length in lengths)  # log-uniform
+
+
+def test_words_for_tokens_is_the_shortest_text_reaching_the_target() -> None:
+    words = ["one", "two", "three"]
+    assert words_for_tokens(count_words, words, 7) == "one two three one two three one"
+    assert words_for_tokens(count_words, words, 1) == "one"
+
+
+def test_pairs_have_the_planned_token_lengths() -> None:
+    pairs = make_pairs(count_words, 40, seed=1)
+    assert len(set(pairs)) == 40
+    assert {count_words(instruction) for instruction, _ in pairs} == {8}
+    assert [count_words(text) for _, text in pairs] == token_lengths(40, seed=1)
+
+
+def test_request_bodies_carry_the_pairs_in_order() -> None:
+    pairs = [(f"i{n}", f"t{n}") for n in range(5)]
+    bodies = request_bodies(pairs, 2)
+    assert bodies == [{"inputs": [["i0", "t0"], ["i1", "t1"]]}, {"inputs": [["i2", "t2"], ["i3", "t3"]]}]
+    assert request_bodies(pairs, 8) == [{"inputs": [list(pairs[n % 5]) for n in range(8)]}]
+
+
+def test_workloads_map_to_server_batches() -> None:
+    by_name = {workload.name: workload for workload in WORKLOADS}
+    assert by_name["1 pair, concurrency 1"].server_batch_pairs(8) == 1
+    assert by_name["1 pair, concurrency 32"].server_batch_pairs(8) == 8
+    assert by_name["32 pairs, concurrency 2"].server_batch_pairs(8) == 64
+
+
+class _FakeEmbedder(BaseHTTPRequestHandler):
+    """Answers one 2-d vector per pair; a pair whose text is 'fail' gets a 500, 'short' one vector too few."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        texts = [text for _, text in body["inputs"]]
+        status = 500 if "fail" in texts else 200
+        count = len(texts) - 1 if "short" in texts else len(texts)
+        payload = json.dumps([[1.0, 0.0]] * count).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeEmbedder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def test_load_counts_only_complete_answers(fake_server: str) -> None:
+    bodies = [
+        {"inputs": [["i", "a"], ["i", "b"]]},
+        {"inputs": [["i", "fail"]]},
+        {"inputs": [["i", "short"], ["i", "c"]]},
+    ]
+    result = run_load(fake_server, {}, bodies, concurrency=3, duration_s=0, min_requests=9)
+    assert result.requests == 9
+    assert result.failures == 6 and result.pairs == 6  # 3 x (2-pair body); 'fail' and 'short' fail
+    assert len(result.latencies_s) == 3 and result.pairs_per_s > 0
+    assert result.latency_ms(50) <= result.latency_ms(99)
+    assert vectors_in([[1.0], [2.0]]) == 2 and vectors_in([1.0, 2.0]) == 1 and vectors_in({}) == 0
+
+
+def test_limit_encodes_whole_batches(tiny_encoder: InstructorEncoder) -> None:
+    pairs = make_pairs(count_words, 6)
+    result = measure_limit(tiny_encoder, pairs, batch_pairs=4, duration_s=0, min_batches=3)
+    assert result.batch_pairs == 4 and result.pairs == 12 and len(result.batch_times_s) == 3
+    assert result.pairs_per_s > 0 and result.median_batch_ms > 0
+
+
+def test_baseline_server_computes_instructor_vectors(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The baseline must be the reference computation, served one request at a time."""
+    archive = build_baseline_archive(tiny_model_dir, tmp_path / "store", "exclude")
+    pairs = [["Represent the Science title:", "Parton energy loss in QCD matter."], ["", "No instruction."]]
+    with running_server(tmp_path / "server", archive.parent) as server:
+        server.management.register(archive.name, initial_workers=1)
+        answer = server.predict("baseline", {"inputs": pairs})
+        single = server.predict("baseline", {"inputs": pairs[0]})
+    assert answer.status_code == 200 and single.status_code == 200
+    expected = ReferenceInstructor(tiny_model_dir).encode(pairs)
+    assert torch.allclose(torch.tensor(answer.json()), expected, atol=1e-5)
+    assert torch.allclose(torch.tensor(single.json()[0]), expected[0], atol=1e-5)
+
+
+def _document(ours_pps: float, cold: float, added_pct: float, forward_ms: float = 95.0) -> dict[str, Any]:
+    load = {
+        w.name: {"pairs_per_s": 10.0, "p50_ms": 100.0, "p99_ms": 150.0, "failures": 0, "requests": 5} for w in WORKLOADS
+    }
+    ours_load = {name: dict(values, pairs_per_s=ours_pps) for name, values in load.items()}
+    limit = {w.name: {"pairs_per_s": 40.0, "median_batch_ms": forward_ms} for w in WORKLOADS}
+    memory = {
+        "one_worker": {"rss": 1000.0, "pss": 900.0, "uss": 200.0, "shared": 800.0},
+        "second_worker_added_pss_mib": added_pct * 9,
+        "second_worker_added_pct": added_pct,
+    }
+    ours = {p: {"cold_start_s": cold, "load": ours_load, "memory": memory} for p in ("fp32", "bf16", "int8")}
+    return {
+        "date": "2026-11-22 00:00 UTC",
+        "command": "python scripts/bench.py",
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "memory_gib": 24.0,
+            "gpu": None,
+            "python": "3.11",
+            "torch": "2",
+            "torchserve": "0.12.0",
+        },
+        "settings": {"duration_s": 10, "min_requests": 2, "pairs": 256, "batch_size": 8, "max_batch_delay_ms": 5},
+        "models": {
+            "large": {
+                "description": "instructor-large shape",
+                "limit": dict.fromkeys(("fp32", "bf16", "int8"), limit),
+                "baseline": {"cold_start_s": 5.0, "load": load, "memory": {"one_worker": memory["one_worker"]}},
+                "ours": ours,
+            }
+        },
+    }
+
+
+def test_targets_are_met_or_flagged_from_the_numbers() -> None:
+    good = {t.name: t for t in report.targets(_document(ours_pps=50.0, cold=4.0, added_pct=10.0))}
+    assert good["ours/limit at saturation, fp32"].met and good["ours/limit at saturation, fp32"].measured == "1.25"
+    assert good["ours/baseline at concurrency 8, int8"].met  # 5.0x >= 4.5x
+    assert good["p50 at concurrency 1, fp32"].met  # 100 ms <= 95 + 10 ms
+    bad = {t.name: t for t in report.targets(_document(ours_pps=12.0, cold=6.0, added_pct=45.0, forward_ms=80.0))}
+    assert not bad["p50 at concurrency 1, bf16"].met  # 100 ms > 80 + 10 ms
+    assert not bad["ours/baseline at concurrency 8, fp32"].met  # 1.2x < 1.5x
+    assert not bad["cold start (no-archive), bf16"].met and not bad["second worker's PSS, fp32"].met
+    assert bad["second worker's PSS, int8"].met is None  # reported only
+
+
+def test_report_writes_tables_and_plot(tmp_path: Path) -> None:
+    document = _document(ours_pps=12.0, cold=6.0, added_pct=45.0)
+    raw, picture, page = write_results(document, tmp_path, "cpu-test")
+    assert json.loads(raw.read_text()) == document
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = page.read_text()
+    assert "Test CPU, 2 cores" in text and "2026-11-22" in text and "![throughput](cpu-test.png)" in text
+    assert "| ours/baseline at concurrency 8, fp32 | >= 1.5x | 1.20x | **no** |" in text
+
+
+def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
+    options = BenchOptions(
+        workdir=tmp_path,
+        models=("tiny",),
+        precisions=(Precision.FP32, Precision.INT8),
+        duration_s=0.5,
+        min_requests=2,
+        pairs=16,
+        zip_cold_start=False,
+        log=lambda line: None,
+    )
+    document = run_benchmark(options, "test")
+    result = document["models"]["tiny"]
+    assert set(result["ours"]) == {"fp32", "int8"} and set(result["limit"]) == {"fp32", "int8"}
+    for server in [result["baseline"], *result["ours"].values()]:
+        assert server["cold_start_s"] > 0
+        for workload in WORKLOADS:
+            load = server["load"][workload.name]
+            assert load["failures"] == 0 and load["requests"] >= max(2, workload.concurrency)
+    for ours in result["ours"].values():
+        assert len(ours["memory"]["two_workers"]) == 2 and ours["memory"]["one_worker"]["pss"] > 0
+    assert document["machine"]["cores"] >= 1 and document["settings"]["batch_size"] == 8

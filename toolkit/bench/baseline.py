@@ -1,0 +1,41 @@
+"""Build the baseline archive: the upstream-style handler, the model, and batch_size 1."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from toolkit.archive import SKIPPED_MODEL_FILES, link_or_copy, run_archiver
+
+TOOLKIT = Path(__file__).resolve().parent.parent
+HANDLER_FILE = Path(__file__).resolve().parent / "baseline_handler.py"
+
+
+def build_baseline_archive(
+    model_dir: Path, export_dir: Path, instruction_mode: str, archive_format: str = "no-archive", name: str = "baseline"
+) -> Path:
+    """An archive serving ``model_dir`` through :class:`UpstreamStyleHandler` (fp32, batch_size 1)."""
+    export_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="baseline-staging-", dir=export_dir) as staging_name:
+        extra = Path(staging_name) / "extra"
+        shutil.copytree(
+            model_dir, extra / "model", ignore=shutil.ignore_patterns(*SKIPPED_MODEL_FILES), copy_function=link_or_copy
+        )
+        (extra / "toolkit").mkdir()
+        (extra / "toolkit" / "__init__.py").write_text("")
+        shutil.copy2(TOOLKIT / "reference.py", extra / "toolkit" / "reference.py")
+        config = {
+            "minWorkers": 1,
+            "maxWorkers": 1,
+            "batchSize": 1,
+            "maxBatchDelay": 1,
+            "responseTimeout": 900,
+            "startupTimeout": 600,
+            "baseline": {"instruction_mode": instruction_mode},
+        }
+        config_file = Path(staging_name) / "model-config.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        return run_archiver(name, "1.0", HANDLER_FILE, extra, config_file, export_dir, archive_format)
