@@ -26,7 +26,7 @@ help:
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
 	@echo "make soak      the reliability tests with 10x the requests"
-	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~25 min) [BENCH_ARGS=...]"
+	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
 	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
 
 $(VENV)/.installed: requirements.txt constraints.txt
