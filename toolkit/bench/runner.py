@@ -1,9 +1,10 @@
 """Run the benchmark: per model, the limit, the baseline server and our server per precision.
 
-Everything runs on this machine in one process tree, with the same pairs for all three. Each
-server is started cold with its archive in ``load_models``, so the time from
-``torchserve --start`` to the first 200 is measured on the way; worker memory is read after the
-load runs, and for our server again with a second worker.
+Everything runs on this machine with the same pairs for all three. Each archive is first
+started alone on a fresh TorchServe with it in ``load_models``: time from ``torchserve --start``
+to the first 200, then worker memory (and, for ours, what a second worker adds). The load runs
+then go to one TorchServe holding every archive, in alternating slices (see
+:func:`interleaved_loads`).
 """
 
 from __future__ import annotations
