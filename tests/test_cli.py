@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import REPO_ROOT, write_test_config
 from toolkit import cli, server
@@ -93,3 +94,10 @@ def test_scripts_run_as_files(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "offline demo" in result.stdout and (tmp_path / "instructor.mar").is_file()
+
+
+def test_build_writes_the_chosen_precision(tmp_path: Path, tiny_model_dir: Path) -> None:
+    args = ["--model", str(tiny_model_dir), "--export-dir", str(tmp_path), "--format", "no-archive"]
+    assert cli.build_main([*args, "--precision", "bf16"]) == 0
+    config = yaml.safe_load((tmp_path / "instructor" / "model-config.yaml").read_text())
+    assert config["handler"]["precision"] == "bf16" and config["maxBatchDelay"] == 5

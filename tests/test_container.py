@@ -36,8 +36,12 @@ def test_env_overrides() -> None:
             "ARCHIVE_FORMAT": "no-archive",
             "MANAGEMENT_ADDRESS": "http://0.0.0.0:8081",
             "NAME": "emb",
+            "PRECISION": "int8",
         }
     )
+    assert settings.precision == "int8"
+    with pytest.raises(ValueError, match="PRECISION must be one of"):
+        ContainerSettings.from_env({"PRECISION": "fp16"})
     assert settings.workers == 2 and settings.archive_path == Path("/home/serve/model_store/emb")
     assert server.read_properties(container_config(settings))["load_models"] == "emb"
 

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from handler.settings import Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, archive_for_source
 
@@ -59,6 +60,9 @@ class ContainerSettings:
     token_authorization: str = "on"
 
     def __post_init__(self) -> None:
+        precisions = [precision.value for precision in Precision]
+        if self.precision not in precisions:
+            raise ValueError(f"PRECISION must be one of {precisions}, got {self.precision!r}")
         if self.token_authorization not in ("on", "off"):
             raise ValueError(f"TOKEN_AUTHORIZATION must be 'on' or 'off', got {self.token_authorization!r}")
 
