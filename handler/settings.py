@@ -81,22 +81,18 @@ class HandlerSettings:
         if "instruction_mode" not in raw:
             modes = [m.value for m in InstructionMode]
             raise ModelConfigError(f"handler setting 'instruction_mode' is required, one of {modes}")
-        try:
-            mode = InstructionMode(raw.pop("instruction_mode"))
-        except ValueError as err:
-            modes = [m.value for m in InstructionMode]
-            raise ModelConfigError(f"handler setting 'instruction_mode' must be one of {modes}") from err
-        if "precision" in raw:
-            raw["precision"] = _parse_precision(raw["precision"])
+        for name, choices in ENUM_SETTINGS.items():
+            if name in raw:
+                raw[name] = _enum_setting(name, choices, raw[name])
         for name, value in raw.items():
-            if name == "precision":
+            if name in ENUM_SETTINGS:
                 continue
             if name == "model_subdir":
                 if not isinstance(value, str) or not value:
                     raise ModelConfigError("handler setting 'model_subdir' must be a non-empty string")
             elif not isinstance(value, int) or isinstance(value, bool):
                 raise ModelConfigError(f"handler setting '{name}' must be an integer, got {value!r}")
-        settings = cls(instruction_mode=mode, **raw)
+        settings = cls(**raw)
         settings._check_ranges()
         return settings
 
@@ -118,14 +114,18 @@ class HandlerSettings:
     def to_mapping(self) -> dict[str, Any]:
         """The settings as plain YAML-ready values."""
         values = dataclasses.asdict(self)
-        values["instruction_mode"] = self.instruction_mode.value
-        values["precision"] = self.precision.value
+        for name in ENUM_SETTINGS:
+            values[name] = getattr(self, name).value
         return values
 
 
-def _parse_precision(value: Any) -> Precision:
+# Settings whose values are names of an enum's members.
+ENUM_SETTINGS: dict[str, type[enum.StrEnum]] = {"instruction_mode": InstructionMode, "precision": Precision}
+
+
+def _enum_setting(name: str, choices: type[enum.StrEnum], value: Any) -> enum.StrEnum:
     try:
-        return Precision(value)
+        return choices(value)
     except ValueError as err:
-        choices = [p.value for p in Precision]
-        raise ModelConfigError(f"handler setting 'precision' must be one of {choices}, got {value!r}") from err
+        names = [member.value for member in choices]
+        raise ModelConfigError(f"handler setting '{name}' must be one of {names}, got {value!r}") from err

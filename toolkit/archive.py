@@ -85,12 +85,16 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
 def _stage(staging: Path, model_dir: Path, precision: Precision) -> Path:
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    skipped = shutil.ignore_patterns(*SKIPPED_MODEL_FILES)
-    shutil.copytree(model_dir, extra / "model", ignore=skipped, copy_function=link_or_copy)
+    stage_model(model_dir, extra / "model")
     if precision is Precision.BF16:
         # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
         store_transformer_weights(extra / "model", load_dtype(precision))
     return extra
+
+
+def stage_model(model_dir: Path, target: Path) -> None:
+    """Copy the files the server reads from ``model_dir`` to ``target`` (hard links where possible)."""
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(*SKIPPED_MODEL_FILES), copy_function=link_or_copy)
 
 
 def link_or_copy(source: str, target: str) -> None:

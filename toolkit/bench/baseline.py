@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from toolkit.archive import SKIPPED_MODEL_FILES, link_or_copy, run_archiver
+from toolkit.archive import run_archiver, stage_model
 
 TOOLKIT = Path(__file__).resolve().parent.parent
 HANDLER_FILE = Path(__file__).resolve().parent / "baseline_handler.py"
@@ -21,9 +21,7 @@ def build_baseline_archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="baseline-staging-", dir=export_dir) as staging_name:
         extra = Path(staging_name) / "extra"
-        shutil.copytree(
-            model_dir, extra / "model", ignore=shutil.ignore_patterns(*SKIPPED_MODEL_FILES), copy_function=link_or_copy
-        )
+        stage_model(model_dir, extra / "model")
         (extra / "toolkit").mkdir()
         (extra / "toolkit" / "__init__.py").write_text("")
         shutil.copy2(TOOLKIT / "reference.py", extra / "toolkit" / "reference.py")

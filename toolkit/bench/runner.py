@@ -156,12 +156,17 @@ def second_worker_cost(running: RunningServer, name: str) -> dict[str, Any]:
     }
 
 
+def served_name(archive: Path) -> str:
+    """The model name TorchServe registers an archive under: its file name without the format suffix."""
+    return archive.name.split(".")[0]
+
+
 def cold_start_and_memory(workdir: Path, archive: Path, second_worker: bool) -> dict[str, Any]:
     """Start TorchServe with the archive in ``load_models``: time to the first 200, then worker memory.
 
     Each archive gets a server of its own here, so no other model's worker shares its pages.
     """
-    name = archive.name.split(".")[0]
+    name = served_name(archive)
     started = time.perf_counter()
     with running_server(workdir, archive.parent, {"load_models": archive.name}, wait=False) as running:
         result: dict[str, Any] = {"cold_start_s": round(wait_for_first_answer(running, name, started), 2)}
@@ -189,13 +194,13 @@ def interleaved_loads(
     with running_server(workdir / "server", store) as running:
         for archive in archives.values():
             running.management.register(archive.name, initial_workers=1)
-            running.predict(archive.name.split(".")[0], WARM_UP, timeout=900).raise_for_status()
+            running.predict(served_name(archive), WARM_UP, timeout=900).raise_for_status()
         headers = {"Authorization": f"Bearer {running.keys().inference}"}
         for workload in WORKLOADS:
             bodies = request_bodies(pairs, workload.pairs_per_request)
             for _ in range(options.rounds):
                 for label, archive in archives.items():
-                    url = f"{running.inference_url}/predictions/{archive.name.split('.')[0]}"
+                    url = f"{running.inference_url}/predictions/{served_name(archive)}"
                     duration = options.duration_s / options.rounds
                     minimum = max(options.min_requests, workload.concurrency)
                     part = run_load(url, headers, bodies, workload.concurrency, duration, minimum)
