@@ -32,7 +32,7 @@ RUN mkdir -p /models \
 FROM ${PYTHON_IMAGE} AS runtime
 ARG MODEL=demo
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.0-1 \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 serve
 COPY --from=deps /opt/venv /opt/venv
