@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
-from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml
+from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
 from toolkit.weights import store_transformer_weights
 
 
@@ -89,3 +91,44 @@ def test_bin_weights_become_bf16_safetensors(tmp_path: Path) -> None:
     loaded = load_file(str(written))
     assert loaded["shared.weight"].dtype == torch.bfloat16 and loaded["position"].dtype == torch.int64
     assert torch.equal(loaded["shared.weight"], loaded["encoder.embed_tokens.weight"])
+
+
+def test_staging_hard_links_and_copies_when_links_fail(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = shutil.copytree(tiny_model_dir, tmp_path / "source")
+    (source / "README.md").write_text("model card: never read by the server")
+    files = sorted(path.relative_to(source) for path in source.rglob("*") if path.is_file() and path.suffix != ".md")
+    stage_model(source, tmp_path / "linked")
+    assert all((tmp_path / "linked" / name).samefile(source / name) for name in files)
+
+    def cross_device(self: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(self))
+
+    monkeypatch.setattr(Path, "hardlink_to", cross_device)
+    copied = tmp_path / "copied"
+    stage_model(source, copied)
+    for name in files:
+        assert not (copied / name).samefile(source / name)
+        assert (copied / name).read_bytes() == (source / name).read_bytes()
+    assert sorted(path.relative_to(copied) for path in copied.rglob("*") if path.is_file()) == files
+
+
+def test_archiver_failure_is_an_archive_error_and_leaves_no_staging(tmp_path: Path, tiny_model_dir: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "instructor").write_text("a file where the no-archive folder goes")
+    with pytest.raises(ArchiveError, match=r"torch-model-archiver failed \(1\): (.|\n)*File exists"):
+        build_archive(tiny_model_dir, store, EXCLUDE, archive_format="no-archive")
+    assert [path.name for path in store.iterdir()] == ["instructor"]
+    assert (store / "instructor").read_text() == "a file where the no-archive folder goes"
+
+
+def test_missing_archiver_is_an_archive_error(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python whose bin folder lacks torch-model-archiver (not installed from requirements-serve.txt)."""
+    monkeypatch.setattr("toolkit.archive.sys.executable", str(tmp_path / "bin" / "python"))
+    with pytest.raises(ArchiveError, match="cannot run torch-model-archiver"):
+        build_archive(tiny_model_dir, tmp_path / "store", EXCLUDE)
+    assert list((tmp_path / "store").iterdir()) == []
