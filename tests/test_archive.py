@@ -93,13 +93,36 @@ def test_bin_weights_become_bf16_safetensors(tmp_path: Path) -> None:
     assert torch.equal(loaded["shared.weight"], loaded["encoder.embed_tokens.weight"])
 
 
+def hub_cache_snapshot(model_dir: Path, root: Path) -> Path:
+    """``model_dir`` laid out as the Hugging Face cache does: relative symlinks into ``blobs/``."""
+    snapshot = root / "snapshots" / "0123abc"
+    for index, path in enumerate(sorted(path for path in model_dir.rglob("*") if path.is_file())):
+        blob = root / "blobs" / f"blob{index}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, blob)
+        link = snapshot / path.relative_to(model_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * len(link.relative_to(root).parts[:-1])) / "blobs" / blob.name)
+    return snapshot
+
+
+@pytest.mark.parametrize("layout", ["plain folder", "hub cache symlinks"])
 def test_staging_hard_links_and_copies_when_links_fail(
-    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
-    source = shutil.copytree(tiny_model_dir, tmp_path / "source")
+    source = shutil.copytree(tiny_model_dir, tmp_path / "plain")
     (source / "README.md").write_text("model card: never read by the server")
+    if layout == "hub cache symlinks":
+        source = hub_cache_snapshot(source, tmp_path / "cache")
+        assert (source / "config.json").is_symlink()
     files = sorted(path.relative_to(source) for path in source.rglob("*") if path.is_file() and path.suffix != ".md")
+
+    def staged_files(target: Path) -> list[Path]:
+        assert not any(path.is_symlink() for path in target.rglob("*"))
+        return sorted(path.relative_to(target) for path in target.rglob("*") if path.is_file())
+
     stage_model(source, tmp_path / "linked")
+    assert staged_files(tmp_path / "linked") == files
     assert all((tmp_path / "linked" / name).samefile(source / name) for name in files)
 
     def cross_device(self: Path, target: Path) -> None:
@@ -108,10 +131,10 @@ def test_staging_hard_links_and_copies_when_links_fail(
     monkeypatch.setattr(Path, "hardlink_to", cross_device)
     copied = tmp_path / "copied"
     stage_model(source, copied)
+    assert staged_files(copied) == files
     for name in files:
         assert not (copied / name).samefile(source / name)
         assert (copied / name).read_bytes() == (source / name).read_bytes()
-    assert sorted(path.relative_to(copied) for path in copied.rglob("*") if path.is_file()) == files
 
 
 def test_archiver_failure_is_an_archive_error_and_leaves_no_staging(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -73,24 +73,18 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
     """The real ``torchserve --stop`` sends SIGTERM; a frontend that does not exit in time gets SIGKILL."""
     layout = scratch_layout(tmp_path)
     layout.run_dir.mkdir()
-    stubborn = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-            "time.sleep(300)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    ignores_sigterm = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(300)"
     )
-    try:
-        assert stubborn.stdout.readline().strip() == "ready"
-        layout.pid_file.write_text(str(stubborn.pid))
-        assert server.stop(layout, timeout_s=1)
-        assert stubborn.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if stubborn.poll() is None:
-            stubborn.kill()
-            stubborn.wait()
+    with subprocess.Popen([sys.executable, "-c", ignores_sigterm], stdout=subprocess.PIPE, text=True) as stubborn:
+        try:
+            assert stubborn.stdout is not None and stubborn.stdout.readline().strip() == "ready"
+            layout.pid_file.write_text(str(stubborn.pid))
+            assert server.stop(layout, timeout_s=1)
+            assert stubborn.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if stubborn.poll() is None:
+                stubborn.kill()
     assert server.running_pid(layout) is None
     assert not server.stop(layout), "nothing left to stop"
