@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,7 +102,9 @@ class InstructorEncoder:
             dtype = precisions.load_dtype(settings.precision)
             transformer = model_class.from_pretrained(layout.root, dtype=dtype, **load_args)
             tokenizer = AutoTokenizer.from_pretrained(layout.root, **load_args)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
+            # Unreadable config or tokenizer, weights that do not fit the config, a truncated or
+            # non-torch pytorch_model.bin (a git-lfs pointer): all say the folder is unusable.
             raise ModelConfigError(f"{layout.root}: cannot load the transformer: {err}") from err
         head = torch.nn.Sequential(*(load_dense(path) for path in layout.dense_dirs))
         return cls(

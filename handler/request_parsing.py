@@ -184,7 +184,8 @@ def _v2_tensor_rows(tensor: Any, max_items: int) -> list[Any]:
             f"datatype {tensor.get('datatype')!r})"
         )
     shape, data = tensor.get("shape"), tensor.get("data")
-    if not (isinstance(shape, list) and len(shape) == 2 and shape[1] == 2 and isinstance(shape[0], int)):
+    # JSON true/false decode to bool, a subclass of int, and 2.0 == 2: only real integers are dimensions.
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(dim) is int for dim in shape) and shape[1] == 2):
         raise InvalidInputError(f"inputs[0].shape must be [n, 2] (n pairs), got {shape!r}")
     if not isinstance(data, list):
         raise InvalidInputError(f"inputs[0].data must be an array, got {json_type_name(data)}")

@@ -114,7 +114,10 @@ class InstructorClient:
                 last = ServerUnavailableError(0, f"no answer from {self.endpoint}: {err}")
                 continue
             if response.status_code == 200:
-                return response.json()
+                try:
+                    return response.json()
+                except ValueError:  # e.g. a proxy's HTML page
+                    raise ServerUnavailableError(200, f"the answer is not JSON: {response.text[:200]!r}") from None
             message = _message(response)
             if "Token Authorization failed" in message:
                 raise AuthorizationError(response.status_code, message)

@@ -1,6 +1,7 @@
 """Lay out a KServe storage folder (config/config.properties, model-store/NAME.mar) from a built archive."""
 
 import argparse
+import sys
 from pathlib import Path
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
@@ -13,4 +14,7 @@ if __name__ == "__main__":
     parser.add_argument("--name", default="instructor", help="model name KServe routes to")
     parser.add_argument("storage", type=Path, help="folder to upload to the InferenceService storageUri")
     args = parser.parse_args()
-    print(lay_out_storage(args.archive, args.storage, args.name))
+    try:
+        print(lay_out_storage(args.archive, args.storage, args.name))
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
-from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml
+from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
 from toolkit.weights import store_transformer_weights
 
 
@@ -89,3 +91,67 @@ def test_bin_weights_become_bf16_safetensors(tmp_path: Path) -> None:
     loaded = load_file(str(written))
     assert loaded["shared.weight"].dtype == torch.bfloat16 and loaded["position"].dtype == torch.int64
     assert torch.equal(loaded["shared.weight"], loaded["encoder.embed_tokens.weight"])
+
+
+def hub_cache_snapshot(model_dir: Path, root: Path) -> Path:
+    """``model_dir`` laid out as the Hugging Face cache does: relative symlinks into ``blobs/``."""
+    snapshot = root / "snapshots" / "0123abc"
+    for index, path in enumerate(sorted(path for path in model_dir.rglob("*") if path.is_file())):
+        blob = root / "blobs" / f"blob{index}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, blob)
+        link = snapshot / path.relative_to(model_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * len(link.relative_to(root).parts[:-1])) / "blobs" / blob.name)
+    return snapshot
+
+
+@pytest.mark.parametrize("layout", ["plain folder", "hub cache symlinks"])
+def test_staging_hard_links_and_copies_when_links_fail(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    source = shutil.copytree(tiny_model_dir, tmp_path / "plain")
+    (source / "README.md").write_text("model card: never read by the server")
+    if layout == "hub cache symlinks":
+        source = hub_cache_snapshot(source, tmp_path / "cache")
+        assert (source / "config.json").is_symlink()
+    files = sorted(path.relative_to(source) for path in source.rglob("*") if path.is_file() and path.suffix != ".md")
+
+    def staged_files(target: Path) -> list[Path]:
+        assert not any(path.is_symlink() for path in target.rglob("*"))
+        return sorted(path.relative_to(target) for path in target.rglob("*") if path.is_file())
+
+    stage_model(source, tmp_path / "linked")
+    assert staged_files(tmp_path / "linked") == files
+    assert all((tmp_path / "linked" / name).samefile(source / name) for name in files)
+
+    def cross_device(self: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(self))
+
+    monkeypatch.setattr(Path, "hardlink_to", cross_device)
+    copied = tmp_path / "copied"
+    stage_model(source, copied)
+    assert staged_files(copied) == files
+    for name in files:
+        assert not (copied / name).samefile(source / name)
+        assert (copied / name).read_bytes() == (source / name).read_bytes()
+
+
+def test_archiver_failure_is_an_archive_error_and_leaves_no_staging(tmp_path: Path, tiny_model_dir: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "instructor").write_text("a file where the no-archive folder goes")
+    with pytest.raises(ArchiveError, match=r"torch-model-archiver failed \(1\): (.|\n)*File exists"):
+        build_archive(tiny_model_dir, store, EXCLUDE, archive_format="no-archive")
+    assert [path.name for path in store.iterdir()] == ["instructor"]
+    assert (store / "instructor").read_text() == "a file where the no-archive folder goes"
+
+
+def test_missing_archiver_is_an_archive_error(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python whose bin folder lacks torch-model-archiver (not installed from requirements-serve.txt)."""
+    monkeypatch.setattr("toolkit.archive.sys.executable", str(tmp_path / "bin" / "python"))
+    with pytest.raises(ArchiveError, match="cannot run torch-model-archiver"):
+        build_archive(tiny_model_dir, tmp_path / "store", EXCLUDE)
+    assert list((tmp_path / "store").iterdir()) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from unittest import mock
 
@@ -23,6 +24,7 @@ from instructor_client import (
     ServerUnavailableError,
 )
 from tests.conftest import RunningServer, running_torchserve
+from tests.scripted_http import DROP, Answer, scripted_server
 from toolkit.archive import WorkerConfig
 
 DOCS = {
@@ -81,6 +83,50 @@ def test_typed_errors_carry_the_server_message(response: requests.Response, erro
         InstructorClient(retries=2, backoff_s=0, session=session).embed([("", "a")])
     assert raised.value.message == response.json()["message"]
     assert session.post.call_count == (3 if retried else 1)
+
+
+def test_retries_after_a_lost_connection() -> None:
+    with scripted_server([DROP, Answer(200, b"[[1.0], [2.0]]")]) as fake:
+        client = InstructorClient(fake.url, "m", token="k", backoff_s=0)
+        assert client.embed([("", "a"), ("", "b")]) == [[1.0], [2.0]]
+    assert [seen.path for seen in fake.seen] == ["/predictions/m"] * 2
+    assert fake.seen[0].body == fake.seen[1].body == b'{"inputs": [["", "a"], ["", "b"]]}'
+
+
+def test_connection_lost_on_every_attempt_is_server_unavailable() -> None:
+    with scripted_server([DROP] * 3) as fake:
+        client = InstructorClient(fake.url, "m", retries=2, backoff_s=0)
+        with pytest.raises(ServerUnavailableError, match=f"no answer from {fake.url}/predictions/m") as raised:
+            client.embed([("", "a")])
+    assert raised.value.status == 0 and len(fake.seen) == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message", "attempts"),
+    [
+        (
+            Answer(502, b"<html>502 Bad Gateway</html>\n", "text/html"),
+            ServerUnavailableError,
+            "<html>502 Bad Gateway</html>",
+            1,
+        ),
+        (Answer(503, b"upstream overloaded", "text/plain"), ServerUnavailableError, "upstream overloaded", 3),
+        (Answer(413, b"", "text/plain"), InvalidRequestError, HTTPStatus(413).phrase, 1),
+        (
+            Answer(200, b"<html>log in first</html>", "text/html"),
+            ServerUnavailableError,
+            "the answer is not JSON: '<html>log in first</html>'",
+            1,
+        ),
+    ],
+    ids=["proxy-502-html", "503-text-retried", "413-empty", "200-html"],
+)
+def test_non_json_answers_are_typed_errors(answer: Answer, error: type, message: str, attempts: int) -> None:
+    """A proxy or load balancer in front of TorchServe answers in HTML or plain text."""
+    with scripted_server([answer] * attempts) as fake, pytest.raises(error) as raised:
+        InstructorClient(fake.url, "m", retries=2, backoff_s=0).embed([("", "a")])
+    assert (raised.value.status, raised.value.message) == (answer.status, message)
+    assert len(fake.seen) == attempts
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from handler.encoder import InstructorEncoder, instruction_context_len, masked_mean_pool
 from handler.errors import ModelConfigError
@@ -126,3 +127,55 @@ def test_dense_formats_agree_and_bad_activation_is_refused(tmp_path: Path, tiny_
     config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"activation_function": "os.system"}))
     with pytest.raises(ModelConfigError, match=re.escape("activation 'os.system' is not supported")):
         load_dense(model / "2_Dense")
+
+
+def _set_json(path: Path, **changes: object) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def _truncated_bin_weights(model: Path) -> None:
+    """The transformer's weights as a ``pytorch_model.bin`` cut off half way (an interrupted download)."""
+    state = load_file(str(model / "model.safetensors"))
+    (model / "model.safetensors").unlink()
+    torch.save(state, model / "pytorch_model.bin")
+    data = (model / "pytorch_model.bin").read_bytes()
+    (model / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+
+
+# Folders that read_layout accepts but that transformers cannot load, and the exception each raises inside.
+UNLOADABLE = {
+    "unknown model type (ValueError)": lambda model: _set_json(model / "config.json", model_type="no-such-model"),
+    "config.json not JSON (OSError)": lambda model: (model / "config.json").write_text("{not json"),
+    "weights do not fit config.json (RuntimeError)": lambda model: _set_json(model / "config.json", d_model=16),
+    "truncated pytorch_model.bin (RuntimeError)": _truncated_bin_weights,
+    "git-lfs pointer as pytorch_model.bin (UnpicklingError)": lambda model: (
+        (model / "model.safetensors").unlink(),
+        (model / "pytorch_model.bin").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n"),
+    ),
+    "tokenizer.json of another shape (KeyError)": lambda model: (model / "tokenizer.json").write_text('{"a": 1}'),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(UNLOADABLE))
+def test_unloadable_transformer_is_a_model_config_error(tmp_path: Path, tiny_model_dir: Path, damage: str) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    UNLOADABLE[damage](model)
+    read_layout(model)  # the folder passes the cheap checks; loading is what fails
+    with pytest.raises(ModelConfigError, match=re.escape(f"{model}: cannot load the transformer: ")):
+        InstructorEncoder.from_folder(model, EXCLUDE)
+
+
+def test_lower_casing_models_lower_case_instruction_and_text(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = copy_model(tiny_model_dir, tmp_path / "m")
+    _set_json(model / "sentence_bert_config.json", do_lower_case=True)
+    lower = InstructorEncoder.from_folder(model, EXCLUDE)
+    assert lower.do_lower_case
+    mixed, lowered = (
+        ("Represent the Science title:", "Parton Energy LOSS"),
+        ("represent the science title:", "parton energy loss"),
+    )
+    assert lower.tokenize([mixed]) == lower.tokenize([lowered])
+    cased = InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)
+    assert not cased.do_lower_case
+    assert cased.tokenize([mixed]) != cased.tokenize([lowered]), "the tokenizer must tell the cases apart"
+    assert torch.equal(lower.encode([mixed]), cased.encode([lowered]))

@@ -98,6 +98,35 @@ def test_model_failure_answers_valid_requests_without_details(
     assert results[1][0] == 400
 
 
+@pytest.mark.parametrize(
+    "exhausted",
+    [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")],
+    ids=["host", "accelerator"],
+)
+def test_out_of_memory_in_the_model_is_507_and_the_worker_keeps_serving(
+    handler: InstructorHandler, unpacked_archive: Path, exhausted: BaseException
+) -> None:
+    """The model itself runs out of memory mid-batch: every valid request gets 507, bad ones keep their 400."""
+
+    def out_of_memory(module: torch.nn.Module, args: object) -> None:
+        raise exhausted
+
+    hook = handler.encoder.transformer.register_forward_pre_hook(out_of_memory)
+    try:
+        entries = [{"body": {"inputs": ["", "x"]}}, {"body": {"input": ["a", "b"]}}, {"body": {"inputs": 5}}]
+        results = run_batch(handler, unpacked_archive, entries)
+    finally:
+        hook.remove()
+    assert [status for status, _ in results] == [507, 507, 400]
+    assert results[0][1] == {
+        "code": 507,
+        "type": "OutOfMemoryError",
+        "message": "the worker ran out of memory: send fewer or shorter inputs",
+    }
+    ((status, vector),) = run_batch(handler, unpacked_archive, [{"body": {"inputs": ["", "x"]}}])
+    assert status == 200 and torch.allclose(torch.tensor(vector), handler.encoder.encode([("", "x")])[0])
+
+
 def test_bad_archive_settings_fail_initialize(unpacked_archive: Path, tmp_path: Path) -> None:
     context = make_context(unpacked_archive, 1)
     context.model_yaml_config = {"handler": {"instruction_mode": "exclude", "batch": 3}}

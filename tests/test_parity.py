@@ -7,6 +7,8 @@ INSTRUCTOR_Pooling; nothing in it re-implements the semantics under test.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,17 @@ def test_mixed_instructions_share_one_forward_pass(tiny_encoder: InstructorEncod
         tiny_encoder.settings = settings
     assert len({instruction for instruction, _ in pairs}) > 2
     assert len(calls) == 1
+
+
+def test_lower_casing_model_matches_reference(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``do_lower_case`` in sentence_bert_config.json: the reference lower-cases the text and the instruction."""
+    model = tmp_path / "lower"
+    shutil.copytree(tiny_model_dir, model)
+    config_path = model / "sentence_bert_config.json"
+    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"do_lower_case": True}))
+    pairs = [list(pair) for name in ("mixed_batch", "one_text_two_instructions") for pair in PARITY_CASES[name]]
+    assert any(text != text.lower() for pair in pairs for text in pair)
+    encoder, reference = InstructorEncoder.from_folder(model, EXCLUDE), ReferenceInstructor(model)
+    expected = reference.encode(pairs)
+    assert max_difference(encoder.encode([tuple(pair) for pair in pairs]), expected) <= TOLERANCE
+    assert max_difference(ReferenceInstructor(tiny_model_dir).encode(pairs), expected) > 1e-3, "case must matter"

@@ -49,6 +49,16 @@ def test_v2_pairs_tensor_nested_or_flat(data: list[object]) -> None:
         ),
         ({"body": {"inputs": [{"name": "pairs"}, {"name": "other"}]}}, "'inputs' must hold exactly one tensor"),
         (v2([["a", "b"]], shape=(1, 2), id=5), "'id' must be a string, got number"),
+        (v2("ab", shape=(1, 2)), "inputs[0].data must be an array, got string"),
+        (v2({"0": ["a", "b"]}, shape=(1, 2)), "inputs[0].data must be an array, got object"),
+        (v2(None, shape=(1, 2)), "inputs[0].data must be an array, got null"),
+        (v2([], shape=(0, 2)), "inputs[0].shape must hold at least one pair"),
+        (v2([], shape=(-1, 2)), "inputs[0].shape must hold at least one pair"),
+        # JSON true decodes to a Python bool (an int subclass), 2.0 == 2: neither is a dimension.
+        (v2([["a", "b"]], shape=(True, 2)), "inputs[0].shape must be [n, 2] (n pairs), got [True, 2]"),
+        (v2(["a", "b"], shape=(1, 2.0)), "inputs[0].shape must be [n, 2] (n pairs), got [1, 2.0]"),
+        (v2([["a", "b"]], shape=(1.0, 2)), "inputs[0].shape must be [n, 2] (n pairs), got [1.0, 2]"),
+        (v2([["a", "b"]], shape=(1, True)), "inputs[0].shape must be [n, 2] (n pairs), got [1, True]"),
     ],
 )
 def test_malformed_kserve_bodies_name_the_field(entry: dict[str, object], message: str) -> None:

@@ -189,7 +189,10 @@ def run_archiver(
         archive_format,
         "--force",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as err:
+        raise ArchiveError(f"cannot run torch-model-archiver ({err}): pip install -r requirements-serve.txt") from err
     if result.returncode != 0:
         raise ArchiveError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip()}")
     return export_dir / ARCHIVE_FORMATS[archive_format].format(name=name)

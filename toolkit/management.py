@@ -45,6 +45,8 @@ class TokenKeys:
             return cls(raw["management"]["key"], raw["inference"]["key"], raw["API"]["key"])
         except FileNotFoundError:
             raise ManagementError(0, f"{path} not found: is TorchServe running from {path.parent}?") from None
+        except OSError as err:
+            raise ManagementError(0, f"{path} cannot be read: {err}") from None
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ManagementError(0, f"{path} is not a TorchServe key file: {err}") from None
 
@@ -57,6 +59,14 @@ def _server_message(response: requests.Response) -> str:
     if isinstance(body, dict) and "message" in body:
         return str(body["message"])
     return json.dumps(body)
+
+
+def _http(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """``requests.request``, where no answer at all is a :class:`ManagementError` (status 0)."""
+    try:
+        return requests.request(method, url, **kwargs)
+    except requests.ConnectionError as err:
+        raise ManagementError(0, f"no answer from {url}: is TorchServe running? ({err})") from None
 
 
 def _is_token_failure(response: requests.Response) -> bool:
@@ -78,7 +88,8 @@ class TokenSession:
     def renew(self) -> None:
         """Ask TorchServe for a fresh key with the API key; TorchServe rewrites the key file."""
         api_key = TokenKeys.read(self.key_file).api
-        response = requests.post(
+        response = _http(
+            "POST",
             f"{self.management_url}/token",
             params={"type": self.kind},
             headers={"Authorization": f"Bearer {api_key}"},
@@ -98,10 +109,7 @@ class TokenSession:
     def _send(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
         headers = dict(headers or {}) | {"Authorization": f"Bearer {self._key()}"}
         kwargs.setdefault("timeout", self.timeout_s)
-        try:
-            return requests.request(method, url, headers=headers, **kwargs)
-        except requests.ConnectionError as err:
-            raise ManagementError(0, f"no answer from {url}: is TorchServe running? ({err})") from None
+        return _http(method, url, headers=headers, **kwargs)
 
 
 class ManagementClient:

@@ -181,16 +181,19 @@ def start(layout: ServerLayout) -> None:
     command += ["--model-store", str(model_store)]
     # The Java frontend inherits these handles and outlives the launcher: a file, never a pipe.
     with open(layout.run_dir / "torchserve.out", "w") as output:
-        result = subprocess.run(
-            command,
-            cwd=layout.workdir,
-            env=server_env(layout),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            timeout=120,
-        )
+        try:
+            result = subprocess.run(
+                command,
+                cwd=layout.workdir,
+                env=server_env(layout),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                timeout=120,
+            )
+        except OSError as err:
+            raise ServerError(f"cannot run torchserve ({err}): pip install -r requirements-serve.txt") from err
     if result.returncode != 0:
         tail = (layout.run_dir / "torchserve.out").read_text()[-2000:]
         raise ServerError(f"torchserve --start failed ({result.returncode}): {tail}")
