@@ -84,6 +84,9 @@ class InstructorHandler(BaseHandler):
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """Answer every request of the batch: its vectors, or its own error."""
         assert self.encoder is not None and self.settings is not None, "handler not initialized"
+        if context.get_request_header(0, "describe") == "True":
+            # GET /models/NAME?customized=true: not a request to embed or count.
+            return [json.dumps(self.describe_handle()).encode("utf-8")]
         requests: list[EmbeddingRequest | None] = []
         errors: dict[int, ServingError] = {}
         for index, request in enumerate(data):
@@ -108,6 +111,11 @@ class InstructorHandler(BaseHandler):
         if self.metrics is not None:
             self.metrics.record(stats)
         return bodies
+
+    def describe_handle(self) -> dict[str, Any]:
+        """The handler's settings, shown as ``customizedMetadata`` by ``GET /models/NAME?customized=true``."""
+        assert self.settings is not None
+        return {"handler": self.settings.to_mapping()}
 
     def _encode_valid(
         self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError], stats: BatchStats

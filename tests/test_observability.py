@@ -267,3 +267,11 @@ def test_workflow_registration_is_refused(metered: RunningServer, tmp_path: Path
         timeout=30,
     )
     assert response.status_code == 404
+
+
+def test_customized_describe_shows_handler_settings(metered: RunningServer) -> None:
+    url = f"{metered.management_url}/models/{NAME}"
+    response = metered.management.session.request("GET", url, params={"customized": "true"})
+    assert response.status_code == 200, response.text
+    (description,) = response.json()
+    assert description["customizedMetadata"]["handler"]["max_length"] == MAX_LENGTH

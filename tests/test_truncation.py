@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ts.context import RequestProcessor
 
 from handler.encoder import InstructorEncoder
 from handler.errors import InputTooLongError, InvalidInputError
@@ -202,3 +203,17 @@ def test_all_requests_refused_never_runs_the_model(
     monkeypatch.setattr(handler.encoder, "encode_rows_reported", must_not_run)
     results = run_batch(handler, short_archive, [{"inputs": [TITLE, LONG], "truncate": False}, {"inputs": 3}])
     assert [status for status, _ in results] == [413, 400]
+
+
+def test_customized_describe_answers_settings_and_counts_nothing(
+    handler: InstructorHandler, short_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded: list[object] = []
+    monkeypatch.setattr(handler.metrics, "record", recorded.append)
+    context = make_context(short_archive, 1)
+    context.request_processor = [RequestProcessor({"describe": "True"})]
+    (answer,) = handler.handle([{}], context)
+    assert json.loads(answer)["handler"]["max_length"] == MAX_LENGTH
+    assert recorded == []
+    run_batch(handler, short_archive, [{"inputs": [TITLE, SHORT]}])
+    assert [stats.statuses for stats in recorded] == [[200]]
