@@ -46,5 +46,7 @@ def test_metric_lines_carry_the_model_name(caplog: pytest.LogCaptureFixture) -> 
     assert lines[-1].startswith("[METRICS]instructor_requests_total.Count:1|#ModelName:emb,Status:200|#type:COUNTER|")
 
 
-def test_without_a_metrics_cache_nothing_is_recorded() -> None:
-    HandlerMetrics(None, "emb").record(BatchStats([200]))
+def test_without_a_metrics_cache_nothing_is_recorded(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ts.metrics.caching_metric"):
+        HandlerMetrics(None, "emb").record(BatchStats([200]))
+    assert not [record for record in caplog.records if "[METRICS]" in record.getMessage()]
