@@ -69,3 +69,8 @@ def plan_micro_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def padding_tokens(plan: Sequence[Sequence[int]], lengths: Sequence[int]) -> int:
+    """Padded positions a plan computes: per micro-batch, rows x its longest length minus the real tokens."""
+    return sum(len(indices) * max(lengths[i] for i in indices) - sum(lengths[i] for i in indices) for indices in plan)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from handler import precision as precisions
-from handler.batching import plan_micro_batches
+from handler.batching import padding_tokens, plan_micro_batches
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
 from handler.settings import HandlerSettings, InstructionMode
@@ -36,10 +37,34 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedRow:
-    """One pair as token ids, and how many leading tokens pooling skips."""
+    """One pair as token ids, how many leading tokens pooling skips, and its length before truncation.
+
+    ``full_length`` is 0 when it was not measured (then the row counts as not truncated).
+    """
 
     input_ids: list[int]
     context_len: int
+    full_length: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether tokens were cut at ``max_length``."""
+        return self.full_length > len(self.input_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeReport:
+    """What one :meth:`InstructorEncoder.encode_rows_reported` call did, for metrics.
+
+    Attributes:
+        micro_batches: forward passes run.
+        padding_tokens: padded positions computed and thrown away, over all micro-batches.
+        engine_seconds: wall time inside the forward passes (transformer, pooling, Dense).
+    """
+
+    micro_batches: int = 0
+    padding_tokens: int = 0
+    engine_seconds: float = 0.0
 
 
 def instruction_context_len(instruction_token_count: int) -> int:
@@ -126,18 +151,19 @@ class InstructorEncoder:
             # The reference strips the text, then the joined string again.
             inputs = [(instruction + text.strip()).strip() for instruction, text in pairs]
         ids = self._token_ids(inputs)
+        full_lengths = self._full_lengths(inputs, ids)
         if mode is not InstructionMode.EXCLUDE:
-            return [TokenizedRow(row, 0) for row in ids]
+            return [TokenizedRow(row, 0, full) for row, full in zip(ids, full_lengths, strict=True)]
         # A batch usually repeats a few instructions: tokenize each distinct one once.
         instructions = [instruction.strip() for instruction, _ in pairs]
         distinct = list(dict.fromkeys(instructions))
         token_counts = dict(zip(distinct, (len(ids) for ids in self._token_ids(distinct)), strict=True))
         rows = []
-        for row, instruction in zip(ids, instructions, strict=True):
+        for row, full, instruction in zip(ids, full_lengths, instructions, strict=True):
             context_len = instruction_context_len(token_counts[instruction])
             # Keep at least the last token pooled when tokenizing the joined string merged
             # pieces across the boundary (the reference would fail an assertion there).
-            rows.append(TokenizedRow(row, min(context_len, len(row) - 1)))
+            rows.append(TokenizedRow(row, min(context_len, len(row) - 1), full))
         return rows
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
@@ -145,6 +171,17 @@ class InstructorEncoder:
             texts = [text.lower() for text in texts]
         encoded = self.tokenizer(texts, truncation=True, max_length=self.settings.max_length)
         return encoded["input_ids"]
+
+    def _full_lengths(self, texts: list[str], ids: list[list[int]]) -> list[int]:
+        """Token counts before truncation; only rows that reached ``max_length`` are tokenized again."""
+        lengths = [len(row) for row in ids]
+        at_limit = [index for index, length in enumerate(lengths) if length >= self.settings.max_length]
+        if at_limit:
+            again = [texts[index].lower() if self.do_lower_case else texts[index] for index in at_limit]
+            untruncated = self.tokenizer(again, truncation=False, verbose=False)["input_ids"]
+            for index, row in zip(at_limit, untruncated, strict=True):
+                lengths[index] = len(row)
+        return lengths
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Embed pairs in length-sorted micro-batches; rows come back in input order."""
@@ -155,21 +192,30 @@ class InstructorEncoder:
         rows = self.tokenize(pairs)
         return self.encode_rows(rows), [len(row.input_ids) for row in rows]
 
-    @torch.inference_mode()
     def encode_rows(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
         """Embed tokenized rows in length-sorted micro-batches; vectors come back in row order."""
+        return self.encode_rows_reported(rows)[0]
+
+    @torch.inference_mode()
+    def encode_rows_reported(self, rows: Sequence[TokenizedRow]) -> tuple[torch.Tensor, EncodeReport]:
+        """:meth:`encode_rows`, plus what it took (micro-batches, padding, time in the forward passes)."""
+        lengths = [len(row.input_ids) for row in rows]
         plan = plan_micro_batches(
-            [len(row.input_ids) for row in rows],
+            lengths,
             max_rows=self.settings.micro_batch_rows,
             max_tokens=self.settings.micro_batch_tokens,
             max_padding_pct=self.settings.micro_batch_padding_pct,
         )
         vectors: list[torch.Tensor | None] = [None] * len(rows)
+        engine_seconds = 0.0
         for indices in plan:
+            started = time.perf_counter()
             embedded = self._forward([rows[index] for index in indices])
+            engine_seconds += time.perf_counter() - started
             for index, vector in zip(indices, embedded, strict=True):
                 vectors[index] = vector
-        return torch.stack(vectors) if vectors else torch.empty(0)
+        report = EncodeReport(len(plan), padding_tokens(plan, lengths), engine_seconds)
+        return (torch.stack(vectors) if vectors else torch.empty(0)), report
 
     def _forward(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
         width = max(len(row.input_ids) for row in rows)

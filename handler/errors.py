@@ -38,6 +38,28 @@ class TooManyInputsError(ServingError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
+class InputTooLongError(ServingError):
+    """A pair longer than ``max_length`` tokens in a request that asked not to truncate. Maps to HTTP 413.
+
+    The body names the pair (``field``, ``index``), its token count and the limit.
+    """
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, field: str, index: int, tokens: int, max_length: int) -> None:
+        super().__init__(
+            f"{field} has {tokens} tokens, more than the limit of {max_length} (max_length) and "
+            f"truncation is off: shorten it, or allow truncation (truncate: true, the default) to "
+            f"embed its first {max_length} tokens"
+        )
+        self.index = index
+        self.tokens = tokens
+        self.max_length = max_length
+
+    def body(self) -> dict[str, Any]:
+        return super().body() | {"index": self.index, "tokens": self.tokens, "max_length": self.max_length}
+
+
 class InternalError(ServingError):
     """The model failed on valid input. Maps to HTTP 500; the details go to the log only."""
 

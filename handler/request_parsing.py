@@ -4,11 +4,17 @@ These bodies are accepted, whatever the ``Content-Type``:
 
 - ``{"inputs": [instruction, text]}``: one pair, answered with one flat vector.
 - ``{"inputs": [[i1, t1], [i2, t2], ...]}``: a list of pairs, answered with a list of vectors.
+  ``"return_token_counts": true`` wraps that answer as ``{"embeddings": ..., "token_counts": [...],
+  "truncated": [...]}``.
 - KServe v1 ``{"instances": [[i1, t1], ...]}``, answered ``{"predictions": [...]}``.
 - KServe v2 / Open Inference Protocol: one BYTES tensor ``pairs`` of shape ``[n, 2]``,
   answered with one FP32 tensor ``embedding`` of shape ``[n, dim]``.
 - OpenAI embeddings ``{"input": str | [str], "instruction": str?, "encoding_format": "float" |
   "base64"}``, answered in OpenAI's list shape (``data[i].embedding``, ``index``, ``usage``).
+
+Every style takes a per-request ``truncate`` (default true: INSTRUCTOR cuts inputs at
+``max_length`` tokens): top-level in native and OpenAI bodies, in ``parameters`` for KServe v1/v2.
+With ``false`` a longer pair is refused (413) instead of cut.
 
 Every rejection raises :class:`InvalidInputError` (400) or :class:`TooManyInputsError` (413)
 with a message that names the field and the problem.
@@ -24,6 +30,7 @@ from typing import Any
 from handler.errors import InvalidInputError, TooManyInputsError, UnsupportedMediaTypeError
 
 V2_INPUT_NAME = "pairs"
+NATIVE_FIELDS = ("inputs", "truncate", "return_token_counts")
 
 
 class Protocol(enum.StrEnum):
@@ -44,10 +51,18 @@ class EmbeddingRequest:
     protocol: Protocol = Protocol.NATIVE
     request_id: str | None = None
     options: tuple[tuple[str, str], ...] = ()
+    truncate: bool = True
+    return_token_counts: bool = False
 
     def option(self, name: str, default: str = "") -> str:
         """A protocol option of the request (e.g. OpenAI's ``encoding_format``)."""
         return dict(self.options).get(name, default)
+
+    def pair_field(self, index: int) -> str:
+        """How the request's body names its ``index``-th pair, for error messages."""
+        if self.single:
+            return "inputs"
+        return PAIR_FIELDS[self.protocol].format(index=index)
 
 
 def json_type_name(value: Any) -> str:
@@ -125,6 +140,21 @@ def _parse_pair(value: Any, field: str) -> tuple[str, str]:
     return instruction, text
 
 
+def _optional_bool(container: dict[str, Any], name: str, field: str, default: bool) -> bool:
+    value = container.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"'{field}' must be true or false, got {json_type_name(value)}")
+    return value
+
+
+def _kserve_truncate(body: dict[str, Any]) -> bool:
+    """``parameters.truncate`` of a KServe body; other parameters are ignored, as before."""
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInputError(f"'parameters' must be an object, got {json_type_name(parameters)}")
+    return _optional_bool(parameters, "truncate", "parameters.truncate", True)
+
+
 def _check_fields(body: dict[str, Any], accepted: tuple[str, ...], protocol: str) -> None:
     unknown = sorted(set(body) - set(accepted))
     if unknown:
@@ -141,9 +171,10 @@ def _check_count(count: int, field: str, max_items: int) -> None:
 
 
 def _parse_native(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
-    unknown = sorted(set(body) - {"inputs"})
+    unknown = sorted(set(body) - set(NATIVE_FIELDS))
     if unknown:
-        raise InvalidInputError(f"unknown field(s) {unknown}: the body accepts only 'inputs'")
+        names = ", ".join(f"'{name}'" for name in NATIVE_FIELDS)
+        raise InvalidInputError(f"unknown field(s) {unknown}: the body accepts only {names}")
     if "inputs" not in body:
         raise InvalidInputError("missing field 'inputs': send {\"inputs\": [instruction, text]}")
     inputs = body["inputs"]
@@ -153,15 +184,19 @@ def _parse_native(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
         )
     if not inputs:
         raise InvalidInputError("'inputs' must not be an empty array")
+    flags = {
+        "truncate": _optional_bool(body, "truncate", "truncate", True),
+        "return_token_counts": _optional_bool(body, "return_token_counts", "return_token_counts", False),
+    }
     if isinstance(inputs[0], str):
-        return EmbeddingRequest(pairs=(_parse_pair(inputs, "inputs"),), single=True)
+        return EmbeddingRequest(pairs=(_parse_pair(inputs, "inputs"),), single=True, **flags)
     if not isinstance(inputs[0], list):
         raise InvalidInputError(
             f"inputs[0] must be an instruction string or an [instruction, text] pair, got {json_type_name(inputs[0])}"
         )
     _check_count(len(inputs), "inputs", max_items)
     pairs = tuple(_parse_pair(item, f"inputs[{index}]") for index, item in enumerate(inputs))
-    return EmbeddingRequest(pairs=pairs, single=False)
+    return EmbeddingRequest(pairs=pairs, single=False, **flags)
 
 
 def _parse_kserve_v1(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
@@ -171,8 +206,9 @@ def _parse_kserve_v1(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     if not isinstance(instances, list) or not instances:
         raise InvalidInputError(f"'instances' must be a non-empty array of pairs, got {json_type_name(instances)}")
     _check_count(len(instances), "instances", max_items)
+    truncate = _kserve_truncate(body)
     pairs = tuple(_parse_pair(item, f"instances[{index}]") for index, item in enumerate(instances))
-    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V1)
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V1, truncate=truncate)
 
 
 def _v2_tensor_rows(tensor: Any, max_items: int) -> list[Any]:
@@ -207,17 +243,21 @@ def _parse_kserve_v2(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInputError(f"'id' must be a string, got {json_type_name(request_id)}")
+    truncate = _kserve_truncate(body)
     rows = _v2_tensor_rows(inputs[0], max_items)
     pairs = tuple(_parse_pair(row, f"inputs[0].data[{index}]") for index, row in enumerate(rows))
-    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V2, request_id=request_id)
+    return EmbeddingRequest(
+        pairs=pairs, single=False, protocol=Protocol.KSERVE_V2, request_id=request_id, truncate=truncate
+    )
 
 
 OPENAI_ENCODINGS = ("float", "base64")
+OPENAI_FIELDS = ("input", "instruction", "encoding_format", "model", "user", "dimensions", "truncate")
 
 
 def _parse_openai(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     """OpenAI embeddings: ``{"input": str | [str], "instruction"?: str, "encoding_format"?: ...}``."""
-    _check_fields(body, ("input", "instruction", "encoding_format", "model", "user", "dimensions"), "OpenAI")
+    _check_fields(body, OPENAI_FIELDS, "OpenAI")
     if "dimensions" in body:
         raise InvalidInputError("'dimensions' is not supported: the model's vectors have a fixed size")
     instruction = _checked_string(body.get("instruction", ""), "instruction", "instruction", allow_empty=True)
@@ -242,7 +282,8 @@ def _parse_openai(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
         for index, text in enumerate(texts)
     )
     options = (("encoding_format", encoding), ("model", model))
-    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.OPENAI, options=options)
+    truncate = _optional_bool(body, "truncate", "truncate", True)
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.OPENAI, options=options, truncate=truncate)
 
 
 def _protocol_of(body: dict[str, Any]) -> Protocol:
@@ -255,6 +296,13 @@ def _protocol_of(body: dict[str, Any]) -> Protocol:
         return Protocol.KSERVE_V2
     return Protocol.NATIVE
 
+
+PAIR_FIELDS = {
+    Protocol.NATIVE: "inputs[{index}]",
+    Protocol.KSERVE_V1: "instances[{index}]",
+    Protocol.KSERVE_V2: "inputs[0].data[{index}]",
+    Protocol.OPENAI: "input[{index}]",
+}
 
 PARSERS = {
     Protocol.NATIVE: _parse_native,

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from handler.request_parsing import EmbeddingRequest, Protocol
 
 V2_OUTPUT_NAME = "embedding"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenUsage:
+    """Per pair of one request: tokens the model read (after truncation) and whether it was cut."""
+
+    counts: tuple[int, ...] = ()
+    truncated: tuple[bool, ...] = ()
+
+    @classmethod
+    def of(cls, counts: Sequence[int], truncated: Sequence[bool]) -> TokenUsage:
+        return cls(tuple(counts), tuple(truncated))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def truncated_count(self) -> int:
+        return sum(self.truncated)
 
 
 def _openai_embedding(vector: list[float], encoding: str) -> list[float] | str:
@@ -18,25 +40,28 @@ def _openai_embedding(vector: list[float], encoding: str) -> list[float] | str:
     return vector
 
 
-def _openai(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, tokens: int) -> Any:
+def _openai(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, usage: TokenUsage) -> Any:
     encoding = request.option("encoding_format", "float")
     data = [
         {"object": "embedding", "index": index, "embedding": _openai_embedding(vector, encoding)}
         for index, vector in enumerate(vectors)
     ]
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return {"object": "list", "data": data, "model": request.option("model") or model_name, "usage": usage}
+    usage_body = {"prompt_tokens": usage.total, "total_tokens": usage.total, "truncated_inputs": usage.truncated_count}
+    return {"object": "list", "data": data, "model": request.option("model") or model_name, "usage": usage_body}
 
 
-def _native(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, tokens: int) -> Any:
-    return vectors[0] if request.single else vectors
+def _native(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, usage: TokenUsage) -> Any:
+    embeddings = vectors[0] if request.single else vectors
+    if not request.return_token_counts:
+        return embeddings
+    return {"embeddings": embeddings, "token_counts": list(usage.counts), "truncated": list(usage.truncated)}
 
 
-def _kserve_v1(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, tokens: int) -> Any:
+def _kserve_v1(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, usage: TokenUsage) -> Any:
     return {"predictions": vectors}
 
 
-def _kserve_v2(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, tokens: int) -> Any:
+def _kserve_v2(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, usage: TokenUsage) -> Any:
     dim = len(vectors[0]) if vectors else 0
     output = {
         "name": V2_OUTPUT_NAME,
@@ -58,6 +83,8 @@ FORMATTERS = {
 }
 
 
-def success_body(request: EmbeddingRequest, vectors: list[list[float]], model_name: str, tokens: int = 0) -> Any:
-    """The JSON-ready answer for one request's vectors; ``tokens`` is what its pairs used."""
-    return FORMATTERS[request.protocol](request, vectors, model_name, tokens)
+def success_body(
+    request: EmbeddingRequest, vectors: list[list[float]], model_name: str, usage: TokenUsage | None = None
+) -> Any:
+    """The JSON-ready answer for one request's vectors; ``usage`` says what its pairs used."""
+    return FORMATTERS[request.protocol](request, vectors, model_name, usage or TokenUsage())

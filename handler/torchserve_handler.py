@@ -2,7 +2,9 @@
 
 TorchServe imports this file as the archive's handler, so it defines exactly one class. Each
 request of a batch is validated on its own: a bad one gets its own 4xx through
-``context.set_response_status(..., idx)`` while the others are encoded together.
+``context.set_response_status(..., idx)`` while the others are encoded together. A request that
+asked not to truncate (``truncate: false``) and holds a pair over ``max_length`` tokens gets its
+own 413 after tokenization. Every batch is counted in the handler's metrics (``handler.metrics``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,20 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from handler.batching import flatten_pairs, split_by_request
-from handler.encoder import InstructorEncoder
+from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.errors import InternalError, OutOfMemoryError, ServingError
+from handler.metrics import BatchStats, HandlerMetrics
 from handler.request_parsing import EmbeddingRequest, parse_request
-from handler.responses import success_body
+from handler.responses import TokenUsage, success_body
 from handler.settings import HandlerSettings
+from handler.truncation import length_error
 
 logger = logging.getLogger(__name__)
 
 WARM_UP_PAIR = ("Represent the sentence:", "Warm-up.")
+
+# One embedded pair: its vector and its tokens.
+EmbeddedRow = tuple[list[float], TokenizedRow]
 
 
 def select_device(gpu_id: Any) -> torch.device:
@@ -49,6 +57,7 @@ class InstructorHandler(BaseHandler):
         super().__init__()
         self.encoder: InstructorEncoder | None = None
         self.settings: HandlerSettings | None = None
+        self.metrics: HandlerMetrics | None = None
 
     def initialize(self, context: Any) -> None:
         """Validate settings, place the model, load it from the archive and warm it up."""
@@ -63,6 +72,7 @@ class InstructorHandler(BaseHandler):
         model_dir = Path(properties["model_dir"]) / self.settings.model_subdir
         self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device)
         self.encoder.encode([WARM_UP_PAIR])
+        self.metrics = HandlerMetrics(context.metrics, context.model_name)
         self.initialized = True
         logger.info(
             "INSTRUCTOR handler ready: device=%s threads=%d settings=%s",
@@ -74,6 +84,9 @@ class InstructorHandler(BaseHandler):
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """Answer every request of the batch: its vectors, or its own error."""
         assert self.encoder is not None and self.settings is not None, "handler not initialized"
+        if context.get_request_header(0, "describe") == "True":
+            # GET /models/NAME?customized=true: not a request to embed or count.
+            return [json.dumps(self.describe_handle()).encode("utf-8")]
         requests: list[EmbeddingRequest | None] = []
         errors: dict[int, ServingError] = {}
         for index, request in enumerate(data):
@@ -88,22 +101,39 @@ class InstructorHandler(BaseHandler):
             len(errors),
             sum(len(request.pairs) for request in requests if request is not None),
         )
-        answers = self._encode_valid(requests, errors)
-        return [
+        stats = BatchStats()
+        answers = self._encode_valid(requests, errors, stats)
+        bodies = [
             self._respond(context, index, requests[index], answers[index], errors.get(index))
             for index in range(len(data))
         ]
+        stats.statuses = [int(errors[index].status) if index in errors else 200 for index in range(len(data))]
+        if self.metrics is not None:
+            self.metrics.record(stats)
+        return bodies
+
+    def describe_handle(self) -> dict[str, Any]:
+        """The handler's settings, shown as ``customizedMetadata`` by ``GET /models/NAME?customized=true``."""
+        assert self.settings is not None
+        return {"handler": self.settings.to_mapping()}
 
     def _encode_valid(
-        self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError]
-    ) -> list[list[tuple[list[float], int]] | None]:
-        """Each valid request's rows as (vector, tokens used); None where it failed."""
+        self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError], stats: BatchStats
+    ) -> list[list[EmbeddedRow] | None]:
+        """Each valid request's rows as (vector, tokens); None where it failed (its error is in ``errors``)."""
         pairs = flatten_pairs(requests)
         if not pairs:
             return [None] * len(requests)
+        kept: list[EmbeddingRequest | None] = list(requests)
         try:
-            vectors, token_counts = self.encoder.encode_counted(pairs)
-            rows = list(zip(vectors.tolist(), token_counts, strict=True))
+            started = time.perf_counter()
+            rows = self.encoder.tokenize(pairs)
+            stats.tokenize_seconds = time.perf_counter() - started
+            kept, rows = self._refuse_too_long(requests, rows, errors)
+            if not rows:
+                return [None] * len(requests)
+            vectors, stats.encode = self.encoder.encode_rows_reported(rows)
+            embedded = list(zip(vectors.tolist(), rows, strict=True))
         except (MemoryError, torch.OutOfMemoryError):
             logger.exception("out of memory encoding %d pairs", len(pairs))
             failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
@@ -111,18 +141,39 @@ class InstructorHandler(BaseHandler):
             logger.exception("encoding %d pairs failed", len(pairs))
             failure = InternalError("the model failed to encode this batch; the server log has details")
         else:
-            return split_by_request(requests, rows)
-        for index, request in enumerate(requests):
+            stats.pairs = len(rows)
+            stats.tokens = sum(len(row.input_ids) for row in rows)
+            stats.truncated = sum(row.truncated for row in rows)
+            return split_by_request(kept, embedded)
+        stats.encode = None
+        for index, request in enumerate(kept):
             if request is not None:
                 errors[index] = failure
         return [None] * len(requests)
+
+    def _refuse_too_long(
+        self, requests: list[EmbeddingRequest | None], rows: list[TokenizedRow], errors: dict[int, ServingError]
+    ) -> tuple[list[EmbeddingRequest | None], list[TokenizedRow]]:
+        """Give each ``truncate: false`` request with an over-long pair its 413; the rest and their rows stay."""
+        kept: list[EmbeddingRequest | None] = []
+        kept_rows: list[TokenizedRow] = []
+        for index, (request, request_rows) in enumerate(zip(requests, split_by_request(requests, rows), strict=True)):
+            error = None if request is None else length_error(request, request_rows, self.settings.max_length)
+            if error is not None:
+                errors[index] = error
+            if request is None or error is not None:
+                kept.append(None)
+                continue
+            kept.append(request)
+            kept_rows += request_rows
+        return kept, kept_rows
 
     @staticmethod
     def _respond(
         context: Any,
         index: int,
         request: EmbeddingRequest | None,
-        rows: list[tuple[list[float], int]] | None,
+        rows: list[EmbeddedRow] | None,
         error: ServingError | None,
     ) -> bytes:
         context.set_response_content_type(index, "application/json")
@@ -131,5 +182,6 @@ class InstructorHandler(BaseHandler):
             return json.dumps(error.body()).encode("utf-8")
         assert request is not None and rows is not None
         vectors = [vector for vector, _ in rows]
-        payload = success_body(request, vectors, context.model_name, sum(tokens for _, tokens in rows))
+        usage = TokenUsage.of([len(row.input_ids) for _, row in rows], [row.truncated for _, row in rows])
+        payload = success_body(request, vectors, context.model_name, usage)
         return json.dumps(payload, separators=(",", ":")).encode("utf-8")

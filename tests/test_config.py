@@ -52,4 +52,14 @@ def test_no_debug_or_remote_switch_is_on() -> None:
     assert not {key for key in keys if "debug" in key.lower()}
     assert PROPERTIES["load_models"] == ""
     assert PROPERTIES.get("enable_grpc_ssl") == "false" and PROPERTIES["grpc_inference_address"] == "127.0.0.1"
-    assert "workflow_store" not in keys and "snapshot_store" not in keys
+    assert "snapshot_store" not in keys
+    # No archive can exist under /dev/null: workflow registration always fails (test_observability.py).
+    assert PROPERTIES["workflow_store"] == "/dev/null"
+    kserve = read_properties((REPO_ROOT / "deploy" / "kserve" / "config.properties").read_text())
+    assert kserve["workflow_store"] == "/dev/null" and kserve["enable_model_api"] == "false"
+
+
+def test_handler_metrics_reach_prometheus() -> None:
+    for path in (REPO_ROOT / "config.properties", REPO_ROOT / "deploy" / "kserve" / "config.properties"):
+        properties = read_properties(path.read_text())
+        assert properties["metrics_mode"] == "prometheus" and properties["model_metrics_auto_detect"] == "true"

@@ -26,6 +26,8 @@ def test_defaults_publish_inference_only() -> None:
     assert properties["grpc_inference_address"] == "127.0.0.1"
     assert properties["load_models"] == "instructor.mar"
     assert properties["allowed_urls"] == "^$" and "disable_token_authorization" not in properties
+    # The model loads at start: nothing registers or unregisters through the API, workflows included.
+    assert properties["enable_model_api"] == "false" and properties["workflow_store"] == "/dev/null"
 
 
 def test_env_overrides() -> None:

@@ -91,7 +91,7 @@ def test_model_failure_answers_valid_requests_without_details(
     def broken(_: object) -> torch.Tensor:
         raise failure
 
-    monkeypatch.setattr(handler.encoder, "encode_counted", broken)
+    monkeypatch.setattr(handler.encoder, "encode_rows_reported", broken)
     results = run_batch(handler, unpacked_archive, [{"body": {"inputs": ["", "x"]}}, {"body": {"inputs": 5}}])
     assert results[0][0] == status and results[0][1]["message"].startswith(message)
     assert "/secret" not in json.dumps(results[0][1]) and "Traceback" not in json.dumps(results[0][1])

@@ -6,7 +6,7 @@ import pytest
 
 from handler.errors import InvalidInputError, TooManyInputsError
 from handler.request_parsing import EmbeddingRequest, Protocol, parse_request
-from handler.responses import success_body
+from handler.responses import TokenUsage, success_body
 
 PAIRS = (("Represent the title:", "Hello"), ("", "World"))
 
@@ -85,9 +85,9 @@ def test_openai_body_with_instruction_and_base64() -> None:
     )
     assert request.pairs == (("Represent:", "Hello"), ("Represent:", "World"))
     assert request.protocol is Protocol.OPENAI
-    body = success_body(request, [[0.5, -1.25], [2.0, 0.0]], "instructor", tokens=7)
+    body = success_body(request, [[0.5, -1.25], [2.0, 0.0]], "instructor", TokenUsage.of([5, 2], [True, False]))
     assert body["object"] == "list" and body["model"] == "m"
-    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7, "truncated_inputs": 1}
     assert [item["index"] for item in body["data"]] == [0, 1]
     decoded = np.frombuffer(base64.b64decode(body["data"][1]["embedding"]), dtype="<f4")
     assert decoded.tolist() == [2.0, 0.0]
@@ -96,7 +96,7 @@ def test_openai_body_with_instruction_and_base64() -> None:
 def test_openai_single_string_and_float_default() -> None:
     request = parse_request({"body": {"input": "Hello"}}, 8)
     assert request.pairs == (("", "Hello"),)
-    body = success_body(request, [[0.5, 1.0]], "instructor", tokens=3)
+    body = success_body(request, [[0.5, 1.0]], "instructor", TokenUsage.of([3], [False]))
     assert body["data"] == [{"object": "embedding", "index": 0, "embedding": [0.5, 1.0]}]
     assert body["model"] == "instructor"
 

@@ -41,7 +41,11 @@ BAD = [
     (body([1, 2]), InvalidInputError, "request body must be a JSON object with an 'inputs' field, got array"),
     (body(42), InvalidInputError, "request body must be a JSON object with an 'inputs' field, got number"),
     ({"body": "plain text"}, InvalidInputError, "request body is not valid JSON: Expecting value at char 0"),
-    (body({"imputs": ["a", "b"]}), InvalidInputError, "unknown field(s) ['imputs']: the body accepts only 'inputs'"),
+    (
+        body({"imputs": ["a", "b"]}),
+        InvalidInputError,
+        "unknown field(s) ['imputs']: the body accepts only 'inputs', 'truncate', 'return_token_counts'",
+    ),
     (body({}), InvalidInputError, "missing field 'inputs': send {\"inputs\": [instruction, text]}"),
     (
         body({"inputs": "text"}),

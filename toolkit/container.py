@@ -102,7 +102,12 @@ class ContainerSettings:
 
 
 def container_config(settings: ContainerSettings) -> str:
-    """The repo's config.properties with the container's listeners, store and start-up model."""
+    """The repo's config.properties with the container's listeners, store and start-up model.
+
+    The container loads its one model at start (``load_models``), so registering and
+    unregistering through the management API (``POST``/``DELETE /models``) are off; scaling
+    (``PUT /models/NAME``) and describing still work.
+    """
     overrides = {
         "inference_address": settings.inference_address,
         "management_address": settings.management_address,
@@ -111,6 +116,7 @@ def container_config(settings: ContainerSettings) -> str:
         "grpc_management_port": str(settings.grpc_management_port),
         "model_store": str(settings.model_store),
         "load_models": settings.archive_path.name,
+        "enable_model_api": "false",
     }
     if settings.token_authorization == "off":
         overrides["disable_token_authorization"] = "true"
