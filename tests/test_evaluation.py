@@ -20,7 +20,7 @@ import pytest
 from instructor_client import AuthorizationError
 from toolkit import server
 from toolkit.evaluation.beir_data import document_text, load_beir
-from toolkit.evaluation.cli import evaluate_main
+from toolkit.evaluation.cli import evaluate_main, evaluate_model
 from toolkit.evaluation.download import download_task
 from toolkit.evaluation.embedding import ServedEmbedder, VectorCache
 from toolkit.evaluation.errors import DataError, DownloadError
@@ -272,6 +272,23 @@ def test_expired_key_is_renewed_once(tmp_path: Path) -> None:
     assert renewed == [True] and calls == [1]
 
 
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_a_query_that_is_also_a_document_is_excluded_only_when_asked(tmp_path: Path, exclude_self: bool) -> None:
+    """ArguAna's queries are corpus documents; MTEB drops the identical id from each query's results."""
+    data = tmp_path / "arguana"
+    (data / "qrels").mkdir(parents=True)
+    texts = {"a1": "short", "a2": "a longer argument", "a3": "the longest argument of all here"}
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in texts.items()))
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "a2", "text": texts["a2"]}) + "\n")
+    (data / "qrels" / "test.tsv").write_text("a2\ta3\t1\n")
+    calls: list[int] = []
+    model = model_named("a")
+    embedder = ServedEmbedder(model, lambda: FakeClient(calls), VectorCache(None, model), progress=False)
+    result = evaluate_model(load_beir(data), embedder, TaskInstructions(), exclude_self, top_k=10)
+    # FakeClient's vectors: a text's own vector is its best match, so only exclusion puts a3 first.
+    assert result.scores.per_query["a2"]["mrr_at_10"] == (1.0 if exclude_self else 0.5)
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -294,7 +311,10 @@ def test_report_json_and_markdown(tmp_path: Path) -> None:
     )
     assert saved["published_ndcg_at_10"]["figures_x100"] == {"instructor-base": 57.83, "instructor-xl": 64.56}
     text = md_path.read_text()
-    assert "| model | archive | precision | pooling | nDCG@10 | Δ |" in text and "instructor-xl 64.56" in text
+    assert (
+        "| model | archive | precision | pooling | instructions | nDCG@10 | Δ |" in text
+        and "instructor-xl 64.56" in text
+    )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["scifact-test-a-b.json", "scifact-test-a-b.md"]
 
 

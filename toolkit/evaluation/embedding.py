@@ -97,25 +97,37 @@ class ServedEmbedder:
     def embed(self, texts: Sequence[str], instruction: str, label: str) -> np.ndarray:
         """One float32 row per text, in order: the server's own vectors."""
         shards = [texts[start : start + SHARD_SIZE] for start in range(0, len(texts), SHARD_SIZE)]
-        results: list[np.ndarray | None] = [None] * len(shards)
+        starts = [index * SHARD_SIZE for index in range(len(shards))]
+        matrix: np.ndarray | None = None
+
+        def place(index: int, vectors: np.ndarray) -> None:
+            # One output matrix filled shard by shard: no list of shards, no concatenated copy.
+            nonlocal matrix
+            if matrix is None:
+                matrix = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            matrix[starts[index] : starts[index] + len(vectors)] = vectors
+
         missing = []
         for index, shard in enumerate(shards):
-            results[index] = self.cache.load(self.cache.path(instruction, shard), len(shard))
-            if results[index] is None:
+            cached = self.cache.load(self.cache.path(instruction, shard), len(shard))
+            if cached is None:
                 missing.append(index)
-        cached = sum(len(shards[index]) for index in range(len(shards)) if results[index] is not None)
-        self.cached_rows += cached
+            else:
+                place(index, cached)
+                self.cached_rows += len(shard)
+        done = len(texts) - sum(len(shards[index]) for index in missing)
         bar = tqdm(
-            total=len(texts), initial=cached, desc=f"{self.model.name} {label}", unit="text", disable=not self.progress
+            total=len(texts), initial=done, desc=f"{self.model.name} {label}", unit="text", disable=not self.progress
         )
         with bar, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {index: pool.submit(self._embed_shard, shards[index], instruction) for index in missing}
             for index, future in futures.items():
-                results[index] = future.result()
-                self.cache.save(self.cache.path(instruction, shards[index]), results[index])
+                vectors = future.result()
+                self.cache.save(self.cache.path(instruction, shards[index]), vectors)
+                place(index, vectors)
                 self.embedded_rows += len(shards[index])
                 bar.update(len(shards[index]))
-        return np.concatenate(results, axis=0) if results else np.empty((0, 0), dtype=np.float32)
+        return matrix if matrix is not None else np.empty((0, 0), dtype=np.float32)
 
     def _client(self) -> InstructorClient:
         if not hasattr(self._local, "client"):

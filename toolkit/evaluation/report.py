@@ -98,19 +98,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"top {settings['top_k']} by {settings['similarity']}; figures x100, differences to the first row.",
         "",
     ]
-    header = ["model", "archive", "precision", "pooling"]
+    header = ["model", "archive", "precision", "pooling", "instructions"]
     for label in LABELS.values():
         header += [label, "Δ"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in report["models"]:
-        row = [model["name"], model["archive"], model["precision"], model["pooling"]]
+        row = [model["name"], model["archive"], model["precision"], model["pooling"], model["instruction_mode"]]
         for key in LABELS:
             row += [_x100(model["metrics"][key]), _signed_x100(model["difference_to_first"][key])]
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         f"- query instruction: `{settings['query_instruction']!r}`; corpus instruction: "
-        f"`{settings['corpus_instruction']!r}` (set: {settings['instruction_set']})",
+        f"`{settings['corpus_instruction']!r}` (set: {settings['instruction_set']}); a model served with "
+        "instruction_mode `ignore` drops them, `include` pools them, `exclude` reads them and pools the text only",
         f"- a query's own id excluded from its results: {'yes' if settings['exclude_self'] else 'no'}",
         f"- metrics: {settings['metrics_library']}",
     ]
