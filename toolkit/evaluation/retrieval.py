@@ -56,7 +56,9 @@ def top_k_cosine(
     if queries.ndim != 2 or corpus.ndim != 2 or queries.shape[1] != corpus.shape[1]:
         raise ValueError(f"queries {queries.shape} and corpus {corpus.shape} must be 2-D with the same width")
     k = min(k, corpus.shape[0])
+    corpus = np.asarray(corpus, dtype=np.float32)  # no copy when it is float32 already
     n_queries = queries.shape[0]
+    corpus_norms = _row_norms(corpus, corpus_chunk)
     best_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     best_indices = np.full((n_queries, k), -1, dtype=np.int64)
     for q_start in range(0, n_queries, query_chunk):
@@ -65,8 +67,9 @@ def top_k_cosine(
         rows = np.arange(q_stop - q_start)
         for c_start in range(0, corpus.shape[0], corpus_chunk):
             c_stop = min(c_start + corpus_chunk, corpus.shape[0])
-            # Normalized chunk by chunk: no second copy of the whole corpus.
-            scores = block_queries @ normalized(corpus[c_start:c_stop]).T
+            # Dividing the scores by the document norms: no normalized copy of the corpus.
+            scores = block_queries @ corpus[c_start:c_stop].T
+            scores /= corpus_norms[c_start:c_stop]
             if excluded is not None:
                 own = excluded[q_start:q_stop]
                 inside = (own >= c_start) & (own < c_stop)
@@ -80,6 +83,15 @@ def top_k_cosine(
     indices = np.take_along_axis(best_indices, order, axis=1)
     scores = np.take_along_axis(best_scores, order, axis=1)
     return Ranking(indices=np.where(np.isneginf(scores), -1, indices), scores=scores)
+
+
+def _row_norms(matrix: np.ndarray, chunk: int) -> np.ndarray:
+    """Row lengths (at least 1e-12) in float32, computed a chunk at a time."""
+    norms = np.empty(matrix.shape[0], dtype=np.float32)
+    for start in range(0, matrix.shape[0], chunk):
+        block = np.asarray(matrix[start : start + chunk], dtype=np.float32)
+        norms[start : start + chunk] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return np.maximum(norms, np.float32(1e-12))
 
 
 def _merge(
