@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from toolkit.evaluation.beir_data import document_text, load_beir
 from toolkit.evaluation.cli import evaluate_main, evaluate_model
 from toolkit.evaluation.download import download_task
 from toolkit.evaluation.embedding import ServedEmbedder, VectorCache
-from toolkit.evaluation.errors import DataError, DownloadError
+from toolkit.evaluation.errors import DataError, DownloadError, ServedModelError
 from toolkit.evaluation.metrics import score_run
 from toolkit.evaluation.report import ModelResult, build_report, write_report
 from toolkit.evaluation.retrieval import normalized, run_of, top_k_cosine
@@ -216,6 +217,25 @@ def test_archive_identity_and_cache_key(tmp_path: Path) -> None:
     (tmp_path / "folder" / "MAR-INF" / "MANIFEST.json").write_text("{}")
     (tmp_path / "folder" / "model-config.yaml").write_text("handler:\n  precision: bf16\n")
     assert read_archive("folder", "folder", tmp_path).precision == "bf16"
+
+
+def test_archive_identity_from_a_tgz(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    (folder / "MAR-INF").mkdir(parents=True)
+    (folder / "MAR-INF" / "MANIFEST.json").write_text("{}")
+    (folder / "model-config.yaml").write_text("handler:\n  precision: int8\n  instruction_mode: exclude\n")
+    with tarfile.open(tmp_path / "m.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="m")
+    model = read_archive("m", "m.tar.gz", tmp_path)
+    assert (model.precision, model.instruction_mode, model.pooling) == ("int8", "exclude", "unknown")
+
+
+def test_unreadable_archive_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ServedModelError, match="which is not in the model store"):
+        read_archive("m", "absent.mar", tmp_path)
+    (tmp_path / "bad.mar").write_bytes(b"junk")
+    with pytest.raises(ServedModelError, match=re.escape("neither a .mar (zip)")):
+        read_archive("bad", "bad.mar", tmp_path)
 
 
 class FakeClient:

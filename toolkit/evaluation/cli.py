@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".eval-cache", help="vector cache folder")
     parser.add_argument("--no-cache", action="store_true", help="embed everything again and cache nothing")
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight per model")
+    parser.add_argument(
+        "--max-pairs-per-request",
+        type=int,
+        default=128,
+        help="the archive's max_items_per_request (make serve --max-items)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT, help="where the server started (key_file.json)")
     parser.add_argument("--config", type=Path, default=None, help="its config.properties (default: WORKDIR's)")
@@ -127,7 +133,9 @@ def _embedder(
     session = TokenSession(layout.key_file, "inference", management_url)
     return ServedEmbedder(
         model,
-        make_client=lambda: InstructorClient(inference_url, model.name, key_file=layout.key_file),
+        make_client=lambda: InstructorClient(
+            inference_url, model.name, key_file=layout.key_file, max_pairs_per_request=args.max_pairs_per_request
+        ),
         cache=VectorCache(None if args.no_cache else args.cache_dir, model),
         renew_key=session.renew,
         concurrency=args.concurrency,
@@ -164,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     layout, inference_url, management_url, model_store = _served(args)
     management = ManagementClient(layout.key_file, management_url, timeout_s=30)
     names = [name.strip() for name in args.compare.split(",") if name.strip()] if args.compare else [args.name]
+    if not names:
+        raise EvaluationError("--compare needs at least one served name: --compare NAME1,NAME2")
     models = [describe_served(management, name, model_store) for name in names]
     results = [
         evaluate_model(
@@ -186,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/evaluate.py``."""
     args = _parser().parse_args(argv)
-    if args.top_k < 1 or args.concurrency < 1:
-        print("error: --top-k and --concurrency must be at least 1", file=sys.stderr)
+    if min(args.top_k, args.concurrency, args.max_pairs_per_request) < 1:
+        print("error: --top-k, --concurrency and --max-pairs-per-request must be at least 1", file=sys.stderr)
         return 2
     try:
         return run(args)
