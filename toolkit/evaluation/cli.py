@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         )
         for model in models
     ]
-    report = build_report(dataset, task, instructions, args.instructions, exclude_self, args.top_k, results)
+    instruction_set = args.instructions if task else "none built in (not a known BEIR task)"
+    report = build_report(dataset, task, instructions, instruction_set, exclude_self, args.top_k, results)
     stem = "-".join([task.beir_name if task else data.resolve().name, args.split, *names])
     json_path, md_path = write_report(report, args.output, stem)
     print(markdown(report))
