@@ -14,11 +14,16 @@ PRECISION ?= fp32
 WORKERS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DATA ?=
+TASK ?=
+COMPARE ?=
+DOWNLOAD ?=
+EVAL_ARGS ?=
 
 SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(PRECISION) --workers $(WORKERS) \
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),)
 
-.PHONY: help venv serve stop archive test soak lint golden bench clean
+.PHONY: help venv serve stop archive test soak lint golden bench eval clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8] [WORKERS=1]"
@@ -27,6 +32,8 @@ help:
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
 	@echo "make soak      the reliability tests with 10x the requests"
 	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
+	@echo "make eval DATA=<BEIR folder> [NAME=instructor] [TASK=scifact] [COMPARE=a,b] [DOWNLOAD=scifact] [EVAL_ARGS=...]"
+	@echo "               nDCG@10, Recall@100, MRR@10 of the served model(s) -> eval-results/"
 	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
 
 $(VENV)/.installed: requirements.txt constraints.txt
@@ -61,6 +68,11 @@ soak: venv
 # Speed, latency, cold start and memory, written to docs/benchmarks/ (never part of make test).
 bench: venv
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# Retrieval quality of the running server's model(s) on BEIR-format data (make serve first).
+eval: venv
+	$(PY) scripts/evaluate.py $(DATA) --name $(NAME) $(if $(TASK),--task $(TASK),) \
+		$(if $(COMPARE),--compare $(COMPARE),) $(if $(DOWNLOAD),--download $(DOWNLOAD),) $(EVAL_ARGS)
 
 .venv-legacy/.installed: requirements-legacy.txt
 	$(PYTHON) -m venv .venv-legacy

@@ -7,6 +7,7 @@ Modules, one job each:
 - ``request_parsing``: request bodies to validated pairs (no torch import).
 - ``batching``: flatten a dynamic batch into rows, plan length-sorted micro-batches.
 - ``model_files``: read a sentence-transformers model folder (modules, pooling, Dense).
+- ``pooling``: the pooling mode from ``1_Pooling/config.json``; CLS and max pooling.
 - ``encoder``: tokenize, forward, pool with the per-row instruction mask, Dense, Normalize.
 - ``torchserve_handler``: the thin TorchServe glue (``InstructorHandler``).
 """

@@ -30,6 +30,7 @@ from handler import precision as precisions
 from handler.batching import padding_tokens, plan_micro_batches
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
+from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
 from handler.settings import HandlerSettings, InstructionMode
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class InstructorEncoder:
         settings: HandlerSettings,
         do_lower_case: bool = False,
         device: torch.device | str = "cpu",
+        pooling: PoolingMode = PoolingMode.MEAN,
     ) -> None:
+        check_instruction_mode(pooling, settings.instruction_mode)
         if settings.instruction_mode is InstructionMode.EXCLUDE:
             _check_end_token_only(tokenizer)
         self.device = torch.device(device)
@@ -107,6 +110,7 @@ class InstructorEncoder:
         self.normalize = normalize
         self.settings = settings
         self.do_lower_case = do_lower_case
+        self.pooling = pooling
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
@@ -140,6 +144,7 @@ class InstructorEncoder:
             settings=settings,
             do_lower_case=layout.do_lower_case,
             device=device,
+            pooling=layout.pooling,
         )
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedRow]:
@@ -228,11 +233,19 @@ class InstructorEncoder:
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         # Pool in float32 whatever the transformer computed in (bf16 sums lose digits).
-        pooled = masked_mean_pool(hidden.float(), attention_mask, context_lens.to(self.device))
+        pooled = self._pool(hidden.float(), attention_mask, context_lens.to(self.device))
         embedded = self.head(pooled)
         if self.normalize:
             embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
         return embedded.float().cpu()
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+        """The model's own pooling (``1_Pooling/config.json``); only the mean skips instructions."""
+        if self.pooling is PoolingMode.CLS:
+            return cls_pool(hidden)
+        if self.pooling is PoolingMode.MAX:
+            return masked_max_pool(hidden, attention_mask)
+        return masked_mean_pool(hidden, attention_mask, context_lens)
 
 
 def _check_end_token_only(tokenizer: PreTrainedTokenizerBase) -> None:

@@ -1,9 +1,9 @@
 """Read a sentence-transformers model folder: which modules run after the transformer.
 
 The hub layout (hkunlp/instructor-*, sentence-transformers/*) is a ``modules.json`` listing a
-Transformer (the folder root), a Pooling folder, optional Dense folders and an optional
-Normalize. Anything else is refused at load with a message naming the file and the problem,
-so a capability is never dropped silently.
+Transformer (the folder root), a Pooling folder (its mode read by ``handler.pooling``), optional
+Dense folders and an optional Normalize. Anything else is refused at load with a message naming
+the file and the problem, so a capability is never dropped silently.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from handler.errors import ModelConfigError
+from handler.pooling import PoolingMode, read_pooling_mode
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -42,6 +43,7 @@ class ModelLayout:
     normalize: bool
     max_seq_length: int | None
     do_lower_case: bool
+    pooling: PoolingMode = PoolingMode.MEAN
 
 
 def _read_json(path: Path) -> Any:
@@ -55,15 +57,6 @@ def _read_json(path: Path) -> Any:
 
 def _short_type(module: dict[str, Any]) -> str:
     return str(module.get("type", "")).rsplit(".", 1)[-1]
-
-
-def _check_pooling(pooling_dir: Path) -> None:
-    config = _read_json(pooling_dir / "config.json")
-    modes = sorted(key for key, value in config.items() if key.startswith("pooling_mode") and value)
-    if modes != ["pooling_mode_mean_tokens"]:
-        raise ModelConfigError(
-            f"{pooling_dir / 'config.json'} enables {modes}; only mean pooling (pooling_mode_mean_tokens) is supported"
-        )
 
 
 def _check_files(root: Path) -> None:
@@ -102,7 +95,7 @@ def read_layout(root: str | Path) -> ModelLayout:
         raise ModelConfigError(f"{root / 'modules.json'} must start with Transformer, Pooling; got {kinds}")
     if kinds[1] not in ("Pooling", "INSTRUCTOR_Pooling"):
         raise ModelConfigError(f"{root / 'modules.json'} must have Pooling second; got {kinds}")
-    _check_pooling(root / modules[1]["path"])
+    pooling = read_pooling_mode(root / modules[1]["path"] / "config.json")
     dense_dirs: list[Path] = []
     normalize = False
     for module, kind in zip(modules[2:], kinds[2:], strict=True):
@@ -123,6 +116,7 @@ def read_layout(root: str | Path) -> ModelLayout:
         normalize=normalize,
         max_seq_length=st_config.get("max_seq_length"),
         do_lower_case=bool(st_config.get("do_lower_case", False)),
+        pooling=pooling,
     )
 
 

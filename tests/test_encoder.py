@@ -103,9 +103,9 @@ def test_incomplete_folder_is_refused(tmp_path: Path, tiny_model_dir: Path, miss
 def test_unsupported_pooling_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
     model = copy_model(tiny_model_dir, tmp_path / "m")
     config_path = model / "1_Pooling" / "config.json"
-    config = json.loads(config_path.read_text()) | {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}
+    config = json.loads(config_path.read_text()) | {"pooling_mode_mean_sqrt_len_tokens": True}
     config_path.write_text(json.dumps(config))
-    with pytest.raises(ModelConfigError, match="only mean pooling"):
+    with pytest.raises(ModelConfigError, match=re.escape(f"{config_path} enables")):
         read_layout(model)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from handler.model_files import read_layout
+from handler.pooling import check_instruction_mode
 from handler.precision import load_dtype
 from handler.settings import HandlerSettings, Precision
 from toolkit.model_source import ModelSource
@@ -140,12 +141,13 @@ def build_archive(
 
     Raises:
         ArchiveError: the format is unknown or the archiver failed.
-        ModelConfigError: ``model_dir`` is not a supported model folder.
+        ModelConfigError: ``model_dir`` is not a supported model folder, or its pooling cannot
+            honour ``settings.instruction_mode``.
     """
     if archive_format not in ARCHIVE_FORMATS:
         raise ArchiveError(f"archive format {archive_format!r} is not one of {sorted(ARCHIVE_FORMATS)}")
     model_dir = Path(model_dir)
-    read_layout(model_dir)
+    check_instruction_mode(read_layout(model_dir).pooling, settings.instruction_mode)
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
