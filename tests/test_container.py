@@ -16,7 +16,7 @@ from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from tests.conftest import REPO_ROOT
 from toolkit import server
-from toolkit.container import ContainerSettings, container_config, prepare, record_path
+from toolkit.container import ContainerSettings, container_config, main, prepare, record_path
 from toolkit.healthcheck import check
 from toolkit.kserve import archive_model_config
 from toolkit.management import TokenKeys
@@ -136,6 +136,21 @@ def test_an_archive_without_a_record_is_rebuilt(tmp_path: Path, tiny_model_dir: 
     record_path(settings).unlink()
     prepare(settings)
     assert record_path(settings).is_file()
+
+
+def test_an_unusable_model_folder_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    for key, value in {
+        "MODEL": tmp_path / "empty",
+        "MODEL_STORE": tmp_path / "store",
+        "WORKDIR": tmp_path / "run",
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    assert main() == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1, error
 
 
 @pytest.mark.integration

@@ -36,9 +36,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from handler.errors import ModelConfigError
 from handler.settings import Precision
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, WorkerConfig, archive_for_source
+from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
 from toolkit.model_source import ModelSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +227,13 @@ def main() -> int:
     """Entry point of the image."""
     try:
         return run(ContainerSettings.from_env(os.environ))
-    except (model_source.ModelSourceError, server.ServerError, ValueError, OSError) as err:
+    except (
+        model_source.ModelSourceError,
+        ModelConfigError,
+        ArchiveError,
+        server.ServerError,
+        ValueError,
+        OSError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
