@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import configparser
 import dataclasses
+import hashlib
 import io
 import os
 import resource
@@ -196,12 +197,33 @@ def machine_pip_sources() -> PipSources:
     return pip_sources(result.stdout if result.returncode == 0 else "")
 
 
+# What Debian's own container images set (/etc/apt/apt.conf.d/docker-clean): no package caches
+# left in layers (about 80 MB per apt-get layer without it).
+APT_DOCKER_CLEAN = (
+    'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+    '/var/cache/apt/*.bin || true"; }; APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+    '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; }; '
+    'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";'
+)
+
+
+BASE_RECIPE_LABEL = "instructor.base.recipe"
+
+
+def base_recipe() -> str:
+    """A digest of how the local base is made: a base made by another recipe is made again."""
+    recipe = "\n".join([DEBIAN_SUITE, "minbase", APT_DOCKER_CLEAN, *BASE_PACKAGES])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
 def base_containerfile(minbase: str) -> str:
     """The layer that turns a debootstrapped Debian into what the Dockerfile's ``PYTHON_IMAGE`` must be."""
     packages = " ".join(BASE_PACKAGES)
     return (
         f"FROM {minbase}\n"
-        f"RUN apt-get update && apt-get install -y --no-install-recommends {packages} "
+        f'LABEL {BASE_RECIPE_LABEL}="{base_recipe()}"\n'
+        f"RUN echo '{APT_DOCKER_CLEAN}' > /etc/apt/apt.conf.d/docker-clean "
+        f"&& apt-get update && apt-get install -y --no-install-recommends {packages} "
         "&& rm -rf /var/lib/apt/lists/*\n"
     )
 
@@ -215,7 +237,9 @@ def ensure_local_base(
         ImageError: it must be made and this process is not root or has no debootstrap.
     """
     if not rebuild and engine.image_exists(tag):
-        return tag
+        label = f'{{{{index .Config.Labels "{BASE_RECIPE_LABEL}"}}}}'
+        if engine.call("image", "inspect", "--format", label, tag).stdout.strip() == base_recipe():
+            return tag
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None or os.geteuid() != 0:
         raise ImageError(f"making {tag} needs root and debootstrap (apt-get install debootstrap)")
