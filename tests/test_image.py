@@ -37,7 +37,8 @@ from toolkit.image import (
 )
 from toolkit.kserve import lay_out_storage
 
-pytestmark = pytest.mark.container
+# Containers run TorchServe: also `integration`, so `-m "not integration"` starts no server.
+pytestmark = [pytest.mark.container, pytest.mark.integration]
 
 TAG = "localhost/instructor-serve:test"
 PUBLIC_BASE = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)[1]
