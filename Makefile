@@ -19,17 +19,20 @@ TASK ?=
 COMPARE ?=
 DOWNLOAD ?=
 EVAL_ARGS ?=
+IMAGE ?= instructor-serve
+IMAGE_ARGS ?=
 
 SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(PRECISION) --workers $(WORKERS) \
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),)
 
-.PHONY: help venv serve stop archive test soak lint golden bench eval clean
+.PHONY: help venv serve stop archive image test soak lint golden bench eval clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8] [WORKERS=1]"
 	@echo "make stop      stop the server make serve started"
 	@echo "make archive   build model_store/NAME.mar only"
-	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe)"
+	@echo "make image     build the Docker image [IMAGE=instructor-serve] [IMAGE_ARGS=--base local ...] (docker, else podman)"
+	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe, the image)"
 	@echo "make soak      the reliability tests with 10x the requests"
 	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
 	@echo "make eval DATA=<BEIR folder> [NAME=instructor] [TASK=scifact] [COMPARE=a,b] [DOWNLOAD=scifact] [EVAL_ARGS=...]"
@@ -52,6 +55,10 @@ stop: venv
 
 archive: venv
 	$(PY) scripts/build_archive.py $(SERVE_ARGS)
+
+# Standard library only: runs without the venv. Docker when an engine answers, else podman.
+image:
+	$(PYTHON) scripts/build_image.py --tag $(IMAGE) $(IMAGE_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

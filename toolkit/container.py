@@ -1,8 +1,10 @@
-"""What the Docker image runs: build the archive when missing, run TorchServe, stop it on SIGTERM.
+"""What the Docker image runs: build the archive when needed, run TorchServe, stop it on SIGTERM.
 
 The image's entrypoint (scripts/container_entrypoint.py) is this module, so the test suite runs
 exactly what the container does, outside Docker. Settings come from environment variables,
-read once in :meth:`ContainerSettings.from_env`:
+read once in :meth:`ContainerSettings.from_env`. The archive is built at start and recorded in
+``<archive>.build.json`` (model folder and its files, instruction mode, precision, workers, handler
+code); a restart with the same record reuses it, any difference rebuilds it and says what changed.
 
 | variable | default | meaning |
 |---|---|---|
@@ -25,6 +27,8 @@ read once in :meth:`ContainerSettings.from_env`:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -32,11 +36,22 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from handler.errors import ModelConfigError
 from handler.settings import Precision
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, archive_for_source
+from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
+from toolkit.model_source import ModelSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Record keys, and how a difference in each is named to the user.
+RECORD_NAMES = {
+    "model": "MODEL",
+    "model_files": "the model folder's files",
+    "instruction_mode": "INSTRUCTION_MODE",
+    "precision": "PRECISION",
+    "workers": "WORKERS",
+    "handler_code": "the handler code",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +138,63 @@ def container_config(settings: ContainerSettings) -> str:
     return server.with_overrides((REPO_ROOT / "config.properties").read_text(), overrides)
 
 
-def prepare(settings: ContainerSettings) -> Path:
-    """Build the archive unless the store already has it; write config.properties. Returns the archive."""
+def files_digest(folder: Path, contents: bool = False) -> str:
+    """A digest of a folder's files: names, sizes and modification times, or their bytes (small folders)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        stat = path.stat()
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes() if contents else f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def build_record(settings: ContainerSettings, source: ModelSource) -> dict[str, object]:
+    """What an archive built now from ``source`` with ``settings`` would hold (see :data:`RECORD_NAMES`)."""
+    return {
+        "model": str(source.path),
+        "model_files": files_digest(source.path),
+        "instruction_mode": source.instruction_mode.value,
+        "precision": settings.precision,
+        "workers": settings.workers,
+        "handler_code": files_digest(HANDLER_PACKAGE, contents=True),
+    }
+
+
+def record_path(settings: ContainerSettings) -> Path:
+    archive = settings.archive_path
+    return archive.with_name(archive.name + ".build.json")
+
+
+def rebuild_reason(settings: ContainerSettings, wanted: dict[str, object]) -> str | None:
+    """Why the store's archive cannot be served as it is, or ``None`` when its record matches ``wanted``."""
     if not settings.archive_path.exists():
-        source = model_source.resolve(settings.model, settings.models_dir, mode=settings.instruction_mode)
+        return "no archive yet"
+    try:
+        recorded = json.loads(record_path(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return f"no record of the settings it was built with ({record_path(settings).name})"
+    changes = [
+        f"{RECORD_NAMES[key]} {recorded.get(key)!r} -> {value!r}"
+        if key in ("model", "instruction_mode", "precision", "workers")
+        else f"{RECORD_NAMES[key]} changed"
+        for key, value in wanted.items()
+        if recorded.get(key) != value
+    ]
+    return "; ".join(changes) or None
+
+
+def prepare(settings: ContainerSettings) -> Path:
+    """Build the archive unless the store holds one built from the same record; write config.properties.
+
+    Returns the archive. A rebuild is announced with what differed from the stored archive.
+    """
+    source = model_source.resolve(settings.model, settings.models_dir, mode=settings.instruction_mode)
+    wanted = build_record(settings, source)
+    reason = rebuild_reason(settings, wanted)
+    if reason is None:
+        print(f"reusing {settings.archive_path} (built from {source.label} with the same settings)", flush=True)
+    else:
+        record_path(settings).unlink(missing_ok=True)
         workers = WorkerConfig(min_workers=settings.workers, max_workers=settings.workers)
         archive_for_source(
             source,
@@ -136,7 +204,8 @@ def prepare(settings: ContainerSettings) -> Path:
             settings.archive_format,
             precision=settings.precision,
         )
-        print(f"built {settings.archive_path} from {source.label}", flush=True)
+        record_path(settings).write_text(json.dumps(wanted, indent=2) + "\n")
+        print(f"built {settings.archive_path} from {source.label} ({reason})", flush=True)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     settings.layout.config_file.write_text(container_config(settings))
     return settings.archive_path
@@ -164,6 +233,13 @@ def main() -> int:
     """Entry point of the image."""
     try:
         return run(ContainerSettings.from_env(os.environ))
-    except (model_source.ModelSourceError, server.ServerError, ValueError, OSError) as err:
+    except (
+        model_source.ModelSourceError,
+        ModelConfigError,
+        ArchiveError,
+        server.ServerError,
+        ValueError,
+        OSError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
