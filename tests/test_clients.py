@@ -7,6 +7,7 @@ it at ``/predictions/embeddings``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from instructor_client import (
     InvalidRequestError,
     ServerUnavailableError,
 )
+from instructor_client.client import request_body
 from tests.conftest import RunningServer, running_torchserve
 from toolkit.archive import WorkerConfig
 
@@ -47,9 +49,26 @@ def test_chunks_respect_pair_and_byte_limits_in_order() -> None:
     chunks = list(client.chunks(pairs))
     assert [pair for chunk in chunks for pair in chunk] == pairs
     assert all(len(chunk) <= 3 for chunk in chunks)
-    assert all(len(json.dumps({"inputs": [list(p) for p in chunk]})) <= 120 for chunk in chunks)
+    assert all(len(request_body(chunk)) <= 120 for chunk in chunks)
     with pytest.raises(InvalidRequestError, match="over the 120-byte limit"):
         list(client.chunks([("i", "y" * 200)]))
+
+
+@pytest.mark.parametrize("max_bytes", [115, 116, 140, 200])
+def test_byte_limit_ends_each_chunk_and_bodies_sent_fit(max_bytes: int) -> None:
+    """The pair limit is out of reach: every chunk ends because one more pair would overflow the body."""
+    pairs = [("i", f"t{n}") for n in range(12)] + [("Represent:", f"text number {n} é") for n in range(6)]
+    session = mock.Mock()
+    session.post.side_effect = lambda url, data, **kwargs: fake_response(200, [[0.0]] * len(json.loads(data)["inputs"]))
+    client = InstructorClient(max_pairs_per_request=128, max_request_bytes=max_bytes, session=session)
+    chunks = list(client.chunks(pairs))
+    assert len(chunks) > 1 and [pair for chunk in chunks for pair in chunk] == pairs
+    for chunk, following in itertools.pairwise(chunks):
+        assert len(request_body(chunk)) <= max_bytes < len(request_body([*chunk, following[0]]))
+    assert len(client.embed(pairs)) == len(pairs)
+    sent = [call.kwargs["data"] for call in session.post.call_args_list]
+    assert sent == [request_body(chunk) for chunk in chunks]
+    assert max(len(body) for body in sent) <= max_bytes
 
 
 def test_retries_overload_then_succeeds() -> None:
