@@ -24,8 +24,8 @@ from instructor_client import (
     ServerUnavailableError,
 )
 from instructor_client.client import request_body
-from tests.conftest import RunningServer, running_torchserve
-from toolkit.archive import WorkerConfig
+from tests.conftest import RunningServer, registered_model
+from toolkit.archive import WorkerConfig, build_archive
 
 DOCS = {
     "bread": "A beginner's guide to baking sourdough loaves in your own kitchen.",
@@ -103,11 +103,11 @@ def test_typed_errors_carry_the_server_message(response: requests.Response, erro
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[RunningServer]:
+def demo_server(torchserve: RunningServer, minilm_dir: Path) -> Iterator[RunningServer]:
+    """The MiniLM demo registered as ``embeddings`` on the session's shared TorchServe."""
     ignore = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256})
-    workdir = tmp_path_factory.mktemp("clients")
-    with running_torchserve(workdir, minilm_dir, WorkerConfig(), ignore, name="embeddings") as running:
-        running.management.register("embeddings.mar")
+    build_archive(minilm_dir, torchserve.model_store, ignore, WorkerConfig(), name="embeddings")
+    with registered_model(torchserve, "embeddings.mar", "embeddings") as running:
         yield running
 
 
