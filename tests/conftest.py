@@ -26,7 +26,7 @@ from toolkit.tiny_model import build_test_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXCLUDE = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
-# Batches of up to 4 requests; a long delay so concurrent test requests land in one batch.
+# The in-process handler tests' archive settings (no server reads them: batch size and delay play no part there).
 BATCHING = WorkerConfig(min_workers=1, max_workers=1, batch_size=4, max_batch_delay_ms=400)
 # The shared server's tiny archive: a worker cap (2) that differs from both the registration's
 # initial_workers (1) and config.properties' default_workers_per_model (1), and a short delay.
