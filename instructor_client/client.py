@@ -22,6 +22,15 @@ RETRIED_STATUSES = (503, 507)
 DEFAULT_MAX_REQUEST_BYTES = 8 * 2**20 - 64 * 2**10
 
 
+# json.dumps's default item separator, which request_body writes between pairs.
+PAIR_SEPARATOR = ", "
+
+
+def request_body(pairs: Sequence[Pair]) -> bytes:
+    """The exact bytes POSTed for ``pairs``: ``{"inputs": [[instruction, text], ...]}``."""
+    return json.dumps({"inputs": [list(pair) for pair in pairs]}).encode()
+
+
 def _message(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -70,7 +79,7 @@ class InstructorClient:
         """One vector per ``(instruction, text)`` pair, in order."""
         vectors: list[list[float]] = []
         for chunk in self.chunks(pairs):
-            vectors.extend(self._post({"inputs": [list(pair) for pair in chunk]}))
+            vectors.extend(self._post(request_body(chunk)))
         return vectors
 
     def embed_texts(self, texts: Sequence[str], instruction: str = "") -> list[list[float]]:
@@ -78,18 +87,26 @@ class InstructorClient:
         return self.embed([(instruction, text) for text in texts])
 
     def chunks(self, pairs: Sequence[Pair]) -> Iterator[list[Pair]]:
-        """Consecutive groups that respect the pair and byte limits (order kept)."""
+        """Consecutive groups that respect the pair and byte limits (order kept).
+
+        A chunk's size is that of the body :func:`request_body` writes for it: the empty body
+        plus each pair's JSON and the separator between pairs.
+        """
+        empty = len(request_body([]))
         chunk: list[Pair] = []
-        size = len('{"inputs":[]}')
+        size = empty
         for pair in pairs:
-            pair_size = len(json.dumps(list(pair)).encode()) + 1
-            if pair_size + len('{"inputs":[]}') > self.max_bytes:
-                raise InvalidRequestError(0, f"one pair is {pair_size} bytes, over the {self.max_bytes}-byte limit")
-            if chunk and (len(chunk) == self.max_pairs or size + pair_size > self.max_bytes):
+            pair_size = len(json.dumps(list(pair)).encode())
+            if empty + pair_size > self.max_bytes:
+                raise InvalidRequestError(
+                    0, f"one pair makes a {empty + pair_size}-byte body, over the {self.max_bytes}-byte limit"
+                )
+            added = pair_size + (len(PAIR_SEPARATOR) if chunk else 0)
+            if chunk and (len(chunk) == self.max_pairs or size + added > self.max_bytes):
                 yield chunk
-                chunk, size = [], len('{"inputs":[]}')
+                chunk, size, added = [], empty, pair_size
             chunk.append(pair)
-            size += pair_size
+            size += added
         if chunk:
             yield chunk
 
@@ -102,8 +119,7 @@ class InstructorClient:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def _post(self, body: dict[str, object]) -> list[list[float]]:
-        data = json.dumps(body).encode()
+    def _post(self, data: bytes) -> list[list[float]]:
         last: InstructorError = ServerUnavailableError(0, "no attempt made")
         for attempt in range(self.retries + 1):
             if attempt:

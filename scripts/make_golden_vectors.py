@@ -12,6 +12,7 @@ published. The output records the model's fingerprint and the stack's versions; 
 """
 
 import argparse
+import importlib.metadata
 import json
 import platform
 from datetime import UTC, datetime
@@ -21,6 +22,24 @@ import _bootstrap  # noqa: F401  (repository root on sys.path)
 
 from tests.cases import PARITY_CASES, fingerprint
 
+# Recorded key -> the distribution whose installed version is read from its metadata.
+RECORDED_DISTRIBUTIONS = {
+    "InstructorEmbedding": "InstructorEmbedding",
+    "sentence_transformers": "sentence-transformers",
+    "transformers": "transformers",
+    "torch": "torch",
+}
+
+
+def stack_versions() -> dict[str, str]:
+    """The installed versions of the stack that computes the vectors, from package metadata.
+
+    InstructorEmbedding has no ``__version__``, so a module attribute with a fallback would
+    record the fallback whatever is installed; the distribution metadata never guesses.
+    """
+    versions = {key: importlib.metadata.version(dist) for key, dist in RECORDED_DISTRIBUTIONS.items()}
+    return versions | {"python": platform.python_version()}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,23 +47,13 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     args = parser.parse_args()
 
-    import InstructorEmbedding
-    import sentence_transformers
-    import torch
-    import transformers
     from InstructorEmbedding import INSTRUCTOR
 
     model = INSTRUCTOR(str(args.model_dir), device="cpu")
     vectors = {name: model.encode([list(pair) for pair in pairs]).tolist() for name, pairs in PARITY_CASES.items()}
     document = {
         "model_fingerprint": fingerprint(args.model_dir),
-        "made_with": {
-            "InstructorEmbedding": getattr(InstructorEmbedding, "__version__", "1.0.1"),
-            "sentence_transformers": sentence_transformers.__version__,
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "made_with": stack_versions(),
         "made_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cases": {name: {"pairs": PARITY_CASES[name], "vectors": vectors[name]} for name in PARITY_CASES},
     }

@@ -1,10 +1,19 @@
-"""Shared fixtures: the tiny INSTRUCTOR model, its archive, and a real TorchServe on free ports."""
+"""Shared fixtures: the tiny INSTRUCTOR model, its archive, a real TorchServe on free ports, and the tier check.
+
+Tier check: a test that starts TorchServe must be marked ``integration`` (so
+``-m "not integration"`` starts no server). Every start goes through a process launch, either
+``torchserve --start`` (``toolkit.server.start``) or a repository script that starts a server
+(``scripts/serve.py``, ``scripts/container_entrypoint.py``); while an unmarked test (or a
+fixture set up for it) runs, such a launch fails the test before anything starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +26,46 @@ from toolkit.tiny_model import build_test_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXCLUDE = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
-# Batches of up to 4 requests; a long delay so concurrent test requests land in one batch.
+# The in-process handler tests' archive settings (no server reads them: batch size and delay play no part there).
 BATCHING = WorkerConfig(min_workers=1, max_workers=1, batch_size=4, max_batch_delay_ms=400)
+# The shared server's tiny archive: a worker cap (2) that differs from both the registration's
+# initial_workers (1) and config.properties' default_workers_per_model (1), and a short delay.
+SERVED = WorkerConfig(min_workers=1, max_workers=2, batch_size=4, max_batch_delay_ms=20)
+SERVER_SCRIPTS = ("serve.py", "container_entrypoint.py")
+_CURRENT_ITEM: list[pytest.Item] = []
+
+
+def starts_torchserve(args: Any) -> bool:
+    """Whether a process launch starts TorchServe: ``torchserve --start`` or a server-starting script."""
+    argv = [str(arg) for arg in args] if isinstance(args, Sequence) and not isinstance(args, str) else [str(args)]
+    launcher = any(Path(arg).name == "torchserve" for arg in argv) and "--start" in argv
+    return launcher or any(Path(arg).name in SERVER_SCRIPTS for arg in argv)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Remember which test runs, so a TorchServe start during its setup or call is attributed to it."""
+    _CURRENT_ITEM.append(item)
+    try:
+        return (yield)
+    finally:
+        _CURRENT_ITEM.pop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torchserve_starts_only_in_integration_tests() -> Iterator[None]:
+    """Fail an unmarked test that launches TorchServe, before the launch happens."""
+    original = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen, args: Any, *more: Any, **kwargs: Any) -> None:
+        item = _CURRENT_ITEM[-1] if _CURRENT_ITEM else None
+        if item is not None and item.get_closest_marker("integration") is None and starts_torchserve(args):
+            pytest.fail(f"{item.nodeid} starts TorchServe but is not marked integration: mark it", pytrace=False)
+        original(self, args, *more, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", guarded)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +100,26 @@ def running_torchserve(
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
-    """TorchServe with the tiny archive (batch_size 4, 400 ms delay) in its store, nothing registered."""
-    with running_torchserve(tmp_path_factory.mktemp("torchserve"), tiny_model_dir, BATCHING) as running:
+    """One TorchServe for the session, shared by tests that do not disturb each other.
+
+    Its store holds the tiny archive ``instructor.mar`` (:data:`SERVED`), nothing is registered
+    at start. A test module registers its own models under its own names, puts other archives
+    in ``model_store`` as it needs, and unregisters what it registered.
+    """
+    with running_torchserve(tmp_path_factory.mktemp("torchserve"), tiny_model_dir, SERVED) as running:
         yield running
+
+
+@contextlib.contextmanager
+def registered_model(running: RunningServer, archive: str, name: str, **register: Any) -> Iterator[RunningServer]:
+    """``archive`` registered on a (shared) server for the body, unregistered after."""
+    running.management.register(archive, **register)
+    try:
+        yield running
+    finally:
+        running.management.unregister(name)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import torch
 
 from handler.encoder import InstructorEncoder
 from handler.settings import Precision
+from tests.conftest import RunningServer, registered_model
 from toolkit.bench import report
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.cli import write_results
@@ -27,7 +28,6 @@ from toolkit.bench.load import run_load, vectors_in
 from toolkit.bench.runner import BenchOptions, run_benchmark
 from toolkit.bench.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
 from toolkit.reference import ReferenceInstructor
-from toolkit.scratch_server import running_server
 
 
 def count_words(text: str) -> int:
@@ -116,14 +116,14 @@ def test_limit_encodes_whole_batches(tiny_encoder: InstructorEncoder) -> None:
     assert result.pairs_per_s > 0 and result.median_batch_ms > 0
 
 
-def test_baseline_server_computes_instructor_vectors(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.integration
+def test_baseline_server_computes_instructor_vectors(torchserve: RunningServer, tiny_model_dir: Path) -> None:
     """The baseline must be the reference computation, served one request at a time."""
-    archive = build_baseline_archive(tiny_model_dir, tmp_path / "store", "exclude")
+    archive = build_baseline_archive(tiny_model_dir, torchserve.model_store, "exclude")
     pairs = [["Represent the Science title:", "Parton energy loss in QCD matter."], ["", "No instruction."]]
-    with running_server(tmp_path / "server", archive.parent) as server:
-        server.management.register(archive.name, initial_workers=1)
-        answer = server.predict("baseline", {"inputs": pairs})
-        single = server.predict("baseline", {"inputs": pairs[0]})
+    with registered_model(torchserve, archive.name, "baseline", initial_workers=1):
+        answer = torchserve.predict("baseline", {"inputs": pairs})
+        single = torchserve.predict("baseline", {"inputs": pairs[0]})
     assert answer.status_code == 200 and single.status_code == 200
     expected = ReferenceInstructor(tiny_model_dir).encode(pairs)
     assert torch.allclose(torch.tensor(answer.json()), expected, atol=1e-5)
@@ -188,11 +188,13 @@ def test_report_writes_tables_and_plot(tmp_path: Path) -> None:
     assert "| ours/baseline at concurrency 8, fp32 | >= 1.5x | 1.20x | **no** |" in text
 
 
+@pytest.mark.integration
 def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
+    """One reduced precision beside the baseline: three TorchServe starts (two cold starts, one interleaved run)."""
     options = BenchOptions(
         workdir=tmp_path,
         models=("tiny",),
-        precisions=(Precision.FP32, Precision.INT8),
+        precisions=(Precision.INT8,),
         duration_s=0.5,
         min_requests=2,
         pairs=16,
@@ -201,7 +203,7 @@ def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
     )
     document = run_benchmark(options, "test")
     result = document["models"]["tiny"]
-    assert set(result["ours"]) == {"fp32", "int8"} and set(result["limit"]) == {"fp32", "int8"}
+    assert set(result["ours"]) == {"int8"} and set(result["limit"]) == {"int8"}
     for server in [result["baseline"], *result["ours"].values()]:
         assert server["cold_start_s"] > 0
         for workload in WORKLOADS:

@@ -65,7 +65,9 @@ def test_serve_twice_keeps_one_server_then_stop(
         assert cli.describe_main(["--name", "absent", *management]) == 1
         assert "HTTP 404" in capsys.readouterr().err
     finally:
-        assert cli.stop_main(["--workdir", str(workdir)]) == 0
+        # No assertion in here: it would replace the body's own failure.
+        stopped = cli.stop_main(["--workdir", str(workdir)])
+    assert stopped == 0
     assert server.running_pid(layout) is None
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{inference_url}/ping", timeout=5)

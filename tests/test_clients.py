@@ -7,6 +7,7 @@ it at ``/predictions/embeddings``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -23,9 +24,10 @@ from instructor_client import (
     InvalidRequestError,
     ServerUnavailableError,
 )
-from tests.conftest import RunningServer, running_torchserve
+from instructor_client.client import request_body
+from tests.conftest import RunningServer, registered_model
 from tests.scripted_http import DROP, Answer, scripted_server
-from toolkit.archive import WorkerConfig
+from toolkit.archive import WorkerConfig, build_archive
 
 DOCS = {
     "bread": "A beginner's guide to baking sourdough loaves in your own kitchen.",
@@ -49,9 +51,26 @@ def test_chunks_respect_pair_and_byte_limits_in_order() -> None:
     chunks = list(client.chunks(pairs))
     assert [pair for chunk in chunks for pair in chunk] == pairs
     assert all(len(chunk) <= 3 for chunk in chunks)
-    assert all(len(json.dumps({"inputs": [list(p) for p in chunk]})) <= 120 for chunk in chunks)
+    assert all(len(request_body(chunk)) <= 120 for chunk in chunks)
     with pytest.raises(InvalidRequestError, match="over the 120-byte limit"):
         list(client.chunks([("i", "y" * 200)]))
+
+
+@pytest.mark.parametrize("max_bytes", [115, 116, 140, 200])
+def test_byte_limit_ends_each_chunk_and_bodies_sent_fit(max_bytes: int) -> None:
+    """The pair limit is out of reach: every chunk ends because one more pair would overflow the body."""
+    pairs = [("i", f"t{n}") for n in range(12)] + [("Represent:", f"text number {n} é") for n in range(6)]
+    session = mock.Mock()
+    session.post.side_effect = lambda url, data, **kwargs: fake_response(200, [[0.0]] * len(json.loads(data)["inputs"]))
+    client = InstructorClient(max_pairs_per_request=128, max_request_bytes=max_bytes, session=session)
+    chunks = list(client.chunks(pairs))
+    assert len(chunks) > 1 and [pair for chunk in chunks for pair in chunk] == pairs
+    for chunk, following in itertools.pairwise(chunks):
+        assert len(request_body(chunk)) <= max_bytes < len(request_body([*chunk, following[0]]))
+    assert len(client.embed(pairs)) == len(pairs)
+    sent = [call.kwargs["data"] for call in session.post.call_args_list]
+    assert sent == [request_body(chunk) for chunk in chunks]
+    assert max(len(body) for body in sent) <= max_bytes
 
 
 def test_retries_overload_then_succeeds() -> None:
@@ -130,11 +149,11 @@ def test_non_json_answers_are_typed_errors(answer: Answer, error: type, message:
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[RunningServer]:
+def demo_server(torchserve: RunningServer, minilm_dir: Path) -> Iterator[RunningServer]:
+    """The MiniLM demo registered as ``embeddings`` on the session's shared TorchServe."""
     ignore = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256})
-    workdir = tmp_path_factory.mktemp("clients")
-    with running_torchserve(workdir, minilm_dir, WorkerConfig(), ignore, name="embeddings") as running:
-        running.management.register("embeddings.mar")
+    build_archive(minilm_dir, torchserve.model_store, ignore, WorkerConfig(), name="embeddings")
+    with registered_model(torchserve, "embeddings.mar", "embeddings") as running:
         yield running
 
 

@@ -68,9 +68,28 @@ def test_batch_with_bad_requests_answers_each_on_its_own(handler: InstructorHand
     assert results[3][0] == 415 and "Content-Type: application/json" in results[3][1]["message"]
 
 
-def test_all_bad_batch_never_calls_the_model(handler: InstructorHandler, unpacked_archive: Path) -> None:
-    results = run_batch(handler, unpacked_archive, [{"body": {}}, {"body": {"inputs": []}}])
-    assert [status for status, _ in results] == [400, 400]
+def test_all_bad_batch_never_calls_the_model(
+    handler: InstructorHandler, unpacked_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert handler.encoder is not None
+    calls: list[str] = []
+    encode_counted = handler.encoder.encode_counted
+
+    def spy(pairs: object) -> object:
+        calls.append("encode_counted")
+        return encode_counted(pairs)
+
+    monkeypatch.setattr(handler.encoder, "encode_counted", spy)
+    hook = handler.encoder.transformer.register_forward_hook(lambda *_: calls.append("forward"))
+    try:
+        results = run_batch(handler, unpacked_archive, [{"body": {}}, {"body": {"inputs": []}}])
+        assert [status for status, _ in results] == [400, 400]
+        assert calls == []
+        # The spy and the hook see a batch that does reach the model.
+        assert run_batch(handler, unpacked_archive, [{"body": {"inputs": ["", "x"]}}])[0][0] == 200
+    finally:
+        hook.remove()
+    assert calls[0] == "encode_counted" and "forward" in calls
 
 
 @pytest.mark.parametrize(

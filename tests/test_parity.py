@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from handler.encoder import InstructorEncoder
+from handler.settings import HandlerSettings
 from tests.cases import PARITY_CASES
 from tests.conftest import EXCLUDE
 from toolkit.reference import ReferenceInstructor
@@ -99,3 +100,33 @@ def test_lower_casing_model_matches_reference(tmp_path: Path, tiny_model_dir: Pa
     expected = reference.encode(pairs)
     assert max_difference(encoder.encode([tuple(pair) for pair in pairs]), expected) <= TOLERANCE
     assert max_difference(ReferenceInstructor(tiny_model_dir).encode(pairs), expected) > 1e-3, "case must matter"
+
+
+@pytest.fixture(scope="module")
+def tanh_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model with its Dense layer's activation switched from identity to Tanh."""
+    target = tmp_path_factory.mktemp("models") / "tiny-tanh"
+    shutil.copytree(tiny_model_dir, target)
+    config_path = target / "2_Dense" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["activation_function"] = "torch.nn.modules.activation.Tanh"
+    config_path.write_text(json.dumps(config))
+    return target
+
+
+SHORT_MAX_LENGTH = 24
+
+
+@pytest.mark.parametrize("case", ["mixed_batch", "over_512_tokens", "surrounding_whitespace"])
+def test_dense_activation_and_max_length_match_the_reference(
+    case: str, tanh_model_dir: Path, tiny_encoder: InstructorEncoder
+) -> None:
+    """A non-identity Dense activation and a max_length other than 512, cross-checked with the reference code."""
+    settings = HandlerSettings.from_mapping({"instruction_mode": "exclude", "max_length": SHORT_MAX_LENGTH})
+    encoder = InstructorEncoder.from_folder(tanh_model_dir, settings)
+    reference = ReferenceInstructor(tanh_model_dir, max_seq_length=SHORT_MAX_LENGTH)
+    pairs = PARITY_CASES[case]
+    actual = encoder.encode([tuple(pair) for pair in pairs])
+    assert max_difference(actual, reference.encode(pairs)) <= TOLERANCE
+    # The variant really differs from the tiny model at 512 tokens, so the check above means something.
+    assert max_difference(actual, tiny_encoder.encode([tuple(pair) for pair in pairs])) > 1e-3

@@ -17,8 +17,8 @@ from handler.errors import ModelConfigError
 from handler.int8 import Int8Linear
 from handler.settings import HandlerSettings, Precision
 from tests.cases import PARITY_CASES
+from tests.conftest import RunningServer, registered_model
 from toolkit.archive import build_archive
-from toolkit.scratch_server import running_server
 
 MIN_COSINE = {Precision.BF16: 0.999, Precision.INT8: 0.99}
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + [
@@ -102,21 +102,21 @@ def test_int8_linear_matches_float_linear_closely() -> None:
     assert Int8Linear(linear).weight.dtype == torch.int8
 
 
+@pytest.mark.integration
 def test_served_precisions_answer_close_to_fp32(
-    tmp_path: Path, tiny_model_dir: Path, tiny_encoder: InstructorEncoder
+    torchserve: RunningServer, tiny_model_dir: Path, tiny_encoder: InstructorEncoder
 ) -> None:
-    """bf16 and int8 archives served by a real TorchServe: vectors close to the in-process fp32 ones."""
-    store = tmp_path / "store"
+    """bf16 and int8 archives served by the shared TorchServe: vectors close to the in-process fp32 ones."""
+    answers = {}
+    log_before = len(torchserve.model_log())
     for precision in (Precision.BF16, Precision.INT8):
-        build_archive(tiny_model_dir, store, _settings("exclude", precision), name=f"tiny-{precision.value}")
-    with running_server(tmp_path / "server", store) as server:
-        answers = {}
-        for precision in (Precision.BF16, Precision.INT8):
-            server.management.register(f"tiny-{precision.value}.mar", initial_workers=1)
-            response = server.predict(f"tiny-{precision.value}", {"inputs": [list(pair) for pair in PAIRS]})
-            assert response.status_code == 200, response.text
-            answers[precision] = torch.tensor(response.json())
-        log = server.model_log()
+        name = f"tiny-{precision.value}"
+        build_archive(tiny_model_dir, torchserve.model_store, _settings("exclude", precision), name=name)
+        with registered_model(torchserve, f"{name}.mar", name, initial_workers=1):
+            response = torchserve.predict(name, {"inputs": [list(pair) for pair in PAIRS]})
+        assert response.status_code == 200, response.text
+        answers[precision] = torch.tensor(response.json())
+    log = torchserve.model_log()[log_before:]
     exact = tiny_encoder.encode(PAIRS)
     for precision, vectors in answers.items():
         cosines = torch.nn.functional.cosine_similarity(exact, vectors, dim=1)

@@ -4,8 +4,15 @@
 (``INSTRUCTOR_Transformer.tokenize`` / ``forward`` and ``INSTRUCTOR_Pooling``) are plain
 functions of a tokenizer and tensors. Bound to an object that has ``tokenizer``,
 ``auto_model``, ``max_seq_length`` and ``do_lower_case``, they compute what
-``INSTRUCTOR.encode`` computes. Dense and Normalize are sentence-transformers' own modules,
-as in the original pipeline. Nothing here re-implements the semantics under test.
+``INSTRUCTOR.encode`` computes. The modules after pooling are the folder's own
+``modules.json`` entries loaded by sentence-transformers itself (``Dense.load`` reads each
+Dense layer's activation from its config), as in the original pipeline. Nothing here
+re-implements the semantics under test.
+
+``INSTRUCTOR_Transformer.__init__`` sets ``max_seq_length = 512`` whatever the caller asks;
+its ``tokenize`` then truncates to ``self.max_seq_length``. The reference takes that number as
+an argument (512 by default, as published) so another ``max_length`` of the handler can be
+cross-checked against the same code path.
 
 The parity tests compare the handler against it, and the benchmark's baseline server runs it
 the way TorchServe's upstream INSTRUCTOR example runs ``INSTRUCTOR.encode``. It needs the test
@@ -29,31 +36,34 @@ class _InstructorPieces:
     tokenize = INSTRUCTOR_Transformer.tokenize
     forward = INSTRUCTOR_Transformer.forward
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, max_seq_length: int) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.auto_model = T5EncoderModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-        self.max_seq_length = 512  # hard-coded in INSTRUCTOR_Transformer.__init__
+        self.max_seq_length = max_seq_length
         self.do_lower_case = json.loads((model_dir / "sentence_bert_config.json").read_text())["do_lower_case"]
 
 
-class ReferenceInstructor:
-    """``encode(pairs)`` as InstructorEmbedding 1.0.1 computes it, for an INSTRUCTOR-format folder."""
+def _modules_after_pooling(model_dir: Path) -> list[torch.nn.Module]:
+    """The Dense and Normalize modules ``modules.json`` lists after pooling, loaded by sentence-transformers."""
+    loaders = {"Dense": lambda path: Dense.load(str(path), local_files_only=True), "Normalize": lambda _: Normalize()}
+    modules = json.loads((model_dir / "modules.json").read_text())[2:]
+    return [loaders[module["type"].rsplit(".", 1)[-1]](model_dir / module["path"]) for module in modules]
 
-    def __init__(self, model_dir: str | Path) -> None:
+
+class ReferenceInstructor:
+    """``encode(pairs)`` as InstructorEmbedding 1.0.1 computes it, for an INSTRUCTOR-format folder.
+
+    Args:
+        model_dir: the model folder.
+        max_seq_length: tokens per input after truncation (InstructorEmbedding hard-codes 512).
+    """
+
+    def __init__(self, model_dir: str | Path, max_seq_length: int = 512) -> None:
         model_dir = Path(model_dir)
-        self.pieces = _InstructorPieces(model_dir)
+        self.pieces = _InstructorPieces(model_dir, max_seq_length)
         pooling_config = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
         self.pooling = INSTRUCTOR_Pooling(**pooling_config)
-        dense_config = json.loads((model_dir / "2_Dense" / "config.json").read_text())
-        self.dense = Dense(
-            in_features=dense_config["in_features"],
-            out_features=dense_config["out_features"],
-            bias=dense_config["bias"],
-            activation_function=torch.nn.Identity(),
-        )
-        state = torch.load(model_dir / "2_Dense" / "pytorch_model.bin", weights_only=True)
-        self.dense.load_state_dict(state)
-        self.normalize = Normalize()
+        self.head = _modules_after_pooling(model_dir)
 
     @torch.inference_mode()
     def encode(self, pairs: list[list[str]]) -> torch.Tensor:
@@ -61,6 +71,6 @@ class ReferenceInstructor:
         features = self.pieces.tokenize([list(pair) for pair in pairs])
         features = self.pieces.forward(features)
         features = self.pooling(features)
-        features = self.dense(features)
-        features = self.normalize(features)
+        for module in self.head:
+            features = module(features)
         return features["sentence_embedding"]
