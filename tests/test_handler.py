@@ -73,13 +73,13 @@ def test_all_bad_batch_never_calls_the_model(
 ) -> None:
     assert handler.encoder is not None
     calls: list[str] = []
-    encode_counted = handler.encoder.encode_counted
+    encode_rows_reported = handler.encoder.encode_rows_reported
 
-    def spy(pairs: object) -> object:
-        calls.append("encode_counted")
-        return encode_counted(pairs)
+    def spy(rows: object) -> object:
+        calls.append("encode_rows_reported")
+        return encode_rows_reported(rows)
 
-    monkeypatch.setattr(handler.encoder, "encode_counted", spy)
+    monkeypatch.setattr(handler.encoder, "encode_rows_reported", spy)
     hook = handler.encoder.transformer.register_forward_hook(lambda *_: calls.append("forward"))
     try:
         results = run_batch(handler, unpacked_archive, [{"body": {}}, {"body": {"inputs": []}}])
@@ -89,7 +89,7 @@ def test_all_bad_batch_never_calls_the_model(
         assert run_batch(handler, unpacked_archive, [{"body": {"inputs": ["", "x"]}}])[0][0] == 200
     finally:
         hook.remove()
-    assert calls[0] == "encode_counted" and "forward" in calls
+    assert calls[0] == "encode_rows_reported" and "forward" in calls
 
 
 @pytest.mark.parametrize(

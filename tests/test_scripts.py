@@ -75,6 +75,7 @@ def test_management_script_without_a_server_says_so_in_one_line(tmp_path: Path) 
     assert_one_line_error(result, f"no answer from {url}/models/instructor: is TorchServe running?")
 
 
+@pytest.mark.integration  # runs the real launcher (torchserve --start / scripts/serve.py)
 def test_serve_script_refuses_an_unknown_model_before_starting_anything(tmp_path: Path) -> None:
     write_test_config(tmp_path, tmp_path / "model_store")
     result = run_script("serve.py", "--model", "./no/such/folder", "--workdir", str(tmp_path), cwd=tmp_path)

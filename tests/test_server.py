@@ -47,6 +47,7 @@ def scratch_layout(workdir: Path) -> server.ServerLayout:
     return server.ServerLayout(workdir, config, workdir / "run")
 
 
+@pytest.mark.integration  # runs the real launcher (torchserve --start / scripts/serve.py)
 def test_start_failure_reports_the_launchers_output(tmp_path: Path) -> None:
     """``torchserve --start`` itself fails (here: the model store is gone); no Java is started."""
     layout = scratch_layout(tmp_path)
@@ -56,6 +57,7 @@ def test_start_failure_reports_the_launchers_output(tmp_path: Path) -> None:
     assert server.running_pid(layout) is None
 
 
+@pytest.mark.integration  # runs the real launcher (torchserve --start / scripts/serve.py)
 def test_start_refuses_a_second_server_and_a_missing_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     layout = scratch_layout(tmp_path)
     (tmp_path / "model_store").rmdir()  # were a check missing, the launcher would fail before starting Java
