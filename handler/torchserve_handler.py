@@ -19,9 +19,10 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.batching import flatten_pairs, split_by_request
 from handler.encoder import InstructorEncoder
 from handler.errors import InternalError, OutOfMemoryError, ServingError
+from handler.fidelity import read_fidelity
 from handler.request_parsing import EmbeddingRequest, parse_request
 from handler.responses import success_body
-from handler.settings import HandlerSettings
+from handler.settings import EngineName, HandlerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,17 @@ def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int
     return max(1, cpu_count // max(1, max_workers))
 
 
+def worker_details(encoder: InstructorEncoder, fidelity: dict[str, Any] | None) -> dict[str, Any]:
+    """What describe and the worker log say about how this worker computes."""
+    return {
+        "engine": encoder.engine.name.value,
+        "precision": encoder.resolved.precision.value,
+        "requested_precision": encoder.resolved.requested.value,
+        "reason": encoder.resolved.reason,
+        "fidelity": fidelity,
+    }
+
+
 class InstructorHandler(BaseHandler):
     """Serves native, KServe v1/v2 and OpenAI bodies (see ``handler.request_parsing``)."""
 
@@ -49,31 +61,47 @@ class InstructorHandler(BaseHandler):
         super().__init__()
         self.encoder: InstructorEncoder | None = None
         self.settings: HandlerSettings | None = None
+        self.details: dict[str, Any] = {}
 
     def initialize(self, context: Any) -> None:
         """Validate settings, place the model, load it from the archive and warm it up."""
         yaml_config = context.model_yaml_config or {}
         self.settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
         properties = context.system_properties
-        device = select_device(properties.get("gpu_id"))
+        # Engines other than torch run on the CPU whatever GPU TorchServe assigned.
+        gpu_id = properties.get("gpu_id") if self.settings.engine is EngineName.TORCH else None
+        device = select_device(gpu_id)
+        threads = None
         if device.type == "cpu":
             cpus = len(os.sched_getaffinity(0))
             threads = threads_per_worker(self.settings.torch_threads, int(yaml_config.get("maxWorkers", 1)), cpus)
             torch.set_num_threads(threads)
-        model_dir = Path(properties["model_dir"]) / self.settings.model_subdir
-        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device)
+        archive_dir = Path(properties["model_dir"])
+        model_dir = archive_dir / self.settings.model_subdir
+        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device, threads=threads)
         self.encoder.encode([WARM_UP_PAIR])
+        self.details = worker_details(self.encoder, read_fidelity(archive_dir))
         self.initialized = True
         logger.info(
-            "INSTRUCTOR handler ready: device=%s threads=%d settings=%s",
+            "INSTRUCTOR handler ready: device=%s threads=%d engine=%s precision=%s (%s) fidelity=%s settings=%s",
             device,
-            torch.get_num_threads(),
+            threads or torch.get_num_threads(),
+            self.settings.engine.value,
+            self.encoder.resolved.precision.value,
+            self.encoder.resolved.reason,
+            json.dumps(self.details["fidelity"]),
             self.settings.to_mapping(),
         )
+
+    def describe_handle(self) -> str:
+        """``GET /models/NAME?customized=true``: engine, precision as resolved here, fidelity figures."""
+        return json.dumps(self.details)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """Answer every request of the batch: its vectors, or its own error."""
         assert self.encoder is not None and self.settings is not None, "handler not initialized"
+        if context.get_request_header(0, "describe") == "True":
+            return [self.describe_handle()]
         requests: list[EmbeddingRequest | None] = []
         errors: dict[int, ServingError] = {}
         for index, request in enumerate(data):

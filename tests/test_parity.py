@@ -73,7 +73,7 @@ def test_mixed_instructions_share_one_forward_pass(tiny_encoder: InstructorEncod
     """Different instructions never force separate passes (the padding bound is lifted here)."""
     pairs = [tuple(pair) for pair in PARITY_CASES["mixed_batch"]]
     calls: list[int] = []
-    hook = tiny_encoder.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+    hook = tiny_encoder.engine.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
     settings = tiny_encoder.settings
     tiny_encoder.settings = dataclasses.replace(settings, micro_batch_padding_pct=100)
     try:
