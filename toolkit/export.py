@@ -122,17 +122,22 @@ def outlier_linears(module: torch.nn.Module, batches: Iterable[dict[str, torch.T
     return {name: peaks[name] / max(sum(squares[name]) / len(squares[name]), 1e-30) ** 0.5 for name in peaks}
 
 
+def node_name(linear_name: str) -> str:
+    """The OpenVINO MatMul node of a traced Linear layer of :class:`HiddenStateEncoder`."""
+    return f"__module.{linear_name}/aten::linear/MatMul"
+
+
 def quantize_int8(
     model: object, module: torch.nn.Module, batches: list[dict[str, torch.Tensor]]
 ) -> tuple[object, QuantizationReport]:
     """Quantize ``model`` in place with NNCF, keeping the outlier-carrying Linear layers in float."""
     import nncf
 
-    ratios = outlier_linears(module, batches)
+    matmuls = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    # Layers the traced graph does not use (BERT's pooler) are not quantized anyway.
+    ratios = {name: ratio for name, ratio in outlier_linears(module, batches).items() if node_name(name) in matmuls}
     ignored = tuple(sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO))
-    scope = nncf.IgnoredScope(
-        names=[f"__module.{name}/aten::linear/MatMul" for name in ignored], validate=True
-    )
+    scope = nncf.IgnoredScope(names=[node_name(name) for name in ignored], validate=True)
     dataset = nncf.Dataset([{key: value.numpy() for key, value in batch.items()} for batch in batches])
     quantized = nncf.quantize(
         model,

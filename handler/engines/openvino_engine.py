@@ -43,7 +43,7 @@ class OpenVinoEngine:
 
     def describe(self) -> dict[str, str]:
         """What OpenVINO was told and what it runs with, for the worker log."""
-        return {"inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))}
+        return {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
 
 
 def model_path(model_root: Path) -> Path:
