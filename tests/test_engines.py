@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,12 @@ from handler.engines import EngineUnavailableError, load_engine
 from handler.precision import resolve
 from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
+from tests.conftest import BATCHING
 from toolkit import cli
 from toolkit.archive import build_archive
 from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError
 from toolkit.probes import PROBE_PAIRS
+from toolkit.scratch_server import running_server
 from toolkit.tiny_model import inject_outliers
 
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + list(PROBE_PAIRS)
@@ -158,3 +161,48 @@ def test_cli_names_the_gate_figure_and_force_builds(
     assert "fidelity gate" in capsys.readouterr().err
     assert cli.build_main([*args, "--force"]) == 0
     assert "fidelity gate FORCED below the floor" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_each_engine_served_end_to_end_with_batched_mixed_instructions(
+    tmp_path: Path, tiny_model_dir: Path, tiny_encoder: InstructorEncoder
+) -> None:
+    """One TorchServe, one archive per engine and mode; concurrent mixed-instruction requests batch together."""
+    store = tmp_path / "store"
+    variants = {
+        "tiny-torch-fp32": (settings("exclude"), 1e-5),
+        "tiny-openvino-fp32": (settings("exclude", "openvino"), 1e-5),
+        "tiny-openvino-int8": (settings("exclude", "openvino", "int8"), None),
+        "tiny-torch-auto": (settings("exclude", "torch", "auto"), None),
+    }
+    for name, (wanted, _) in variants.items():
+        build_archive(tiny_model_dir, store, wanted, BATCHING, name=name)
+    bodies = [{"inputs": [list(pair) for pair in PAIRS[index : index + 3]]} for index in range(0, 24, 3)]
+    expected = [tiny_encoder.encode(PAIRS[index : index + 3]) for index in range(0, 24, 3)]
+    with running_server(tmp_path / "server", store) as server:
+        for name in variants:
+            server.management.register(f"{name}.mar", initial_workers=1)
+        for name, (_, tolerance) in variants.items():
+            with ThreadPoolExecutor(len(bodies)) as pool:
+                responses = list(pool.map(lambda body, name=name: server.predict(name, body), bodies))
+            for response, exact in zip(responses, expected, strict=True):
+                assert response.status_code == 200, (name, response.text)
+                served = torch.tensor(response.json())
+                assert served.shape == exact.shape
+                if tolerance is not None:
+                    assert float((served - exact).abs().max()) <= tolerance, name
+                else:
+                    floor = MIN_COSINE[Precision.INT8] if "int8" in name else MIN_COSINE[Precision.BF16]
+                    assert float(torch.nn.functional.cosine_similarity(served, exact).min()) >= floor, name
+        (described,) = server.management.describe("tiny-openvino-int8", customized=True)
+        details = described["customizedMetadata"]
+        (auto,) = server.management.describe("tiny-torch-auto", customized=True)
+        auto_details = auto["customizedMetadata"]
+        log = server.model_log()
+    assert details["engine"] == "openvino" and details["precision"] == "int8"
+    assert details["fidelity"]["passed"] and details["fidelity"]["min_cosine"] >= MIN_COSINE[Precision.INT8]
+    # auto is decided by the serving machine's own flags: compare with the same decision, never assume it.
+    assert auto_details["precision"] == resolve(Precision.AUTO, EngineName.TORCH, CPU).precision.value
+    assert auto_details["fidelity"]["precision"] == "bf16"
+    assert "engine=openvino precision=fp32 (as configured, on CPU)" in log
+    assert "batch of 4 requests" in log, "concurrent requests were never batched"

@@ -197,7 +197,8 @@ def describe_main(argv: Sequence[str] | None = None) -> int:
     _add_management_args(parser)
 
     def main(args: argparse.Namespace) -> int:
-        print(json.dumps(ManagementClient(args.key_file, args.management_url).describe(args.name), indent=2))
+        described = ManagementClient(args.key_file, args.management_url).describe(args.name, customized=True)
+        print(json.dumps(described, indent=2))
         return 0
 
     return _run(main, parser, argv)

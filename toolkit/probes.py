@@ -1,6 +1,6 @@
 """Built-in instruction + text pairs: the fidelity gate's probe set and int8 calibration pairs.
 
-The probe set covers what breaks reduced precision: short and 500+ token texts, an empty and a
+The probe set covers what breaks reduced precision: one-character and 500+ token texts, an empty and a
 one-token instruction, long instructions, non-ASCII and symbols, and several instructions mixed
 in one batch. Calibration pairs are generated from other templates, so the gate never measures
 on the very pairs int8 was calibrated on.
@@ -23,7 +23,7 @@ PROBE_PAIRS: tuple[tuple[str, str], ...] = (
     ("", "A text with no instruction at all is pooled whole."),
     ("Q", "A one-token instruction is pooled with the text."),
     ("Represent the Medicine sentence for clustering:", "ok"),
-    ("Represent the document for retrieval:", ""),
+    ("Represent the document for retrieval:", "x"),
     (
         "Represent the long, detailed and very specific instruction of a legal contract clause for retrieving "
         "the matching clauses from other contracts signed by the same parties in earlier years:",
