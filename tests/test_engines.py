@@ -24,7 +24,7 @@ from tests.cases import PARITY_CASES
 from tests.conftest import BATCHING
 from toolkit import cli
 from toolkit.archive import build_archive
-from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError
+from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint
 from toolkit.probes import PROBE_PAIRS
 from toolkit.scratch_server import running_server
 from toolkit.tiny_model import inject_outliers
@@ -206,3 +206,12 @@ def test_each_engine_served_end_to_end_with_batched_mixed_instructions(
     assert auto_details["fidelity"]["precision"] == "bf16"
     assert "engine=openvino precision=fp32 (as configured, on CPU)" in log
     assert "batch of 4 requests" in log, "concurrent requests were never batched"
+
+
+def test_serve_says_when_auto_would_be_faster_with_the_measured_fidelity(tiny_model_dir: Path) -> None:
+    fp32 = settings("exclude")
+    hint = auto_hint(tiny_model_dir, fp32, frozenset({"avx512f", "amx_bf16"}))
+    assert hint is not None and "PRECISION=auto" in hint and "passes the gate" in hint
+    assert "runs bf16 natively (amx_bf16)" in hint
+    assert auto_hint(tiny_model_dir, fp32, frozenset({"avx2", "avx512_vnni"})) is None
+    assert auto_hint(tiny_model_dir, settings("exclude", precision="bf16"), frozenset({"amx_bf16"})) is None

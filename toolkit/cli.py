@@ -16,7 +16,7 @@ from handler.errors import ModelConfigError
 from handler.settings import EngineName, HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
-from toolkit.fidelity_gate import FidelityGateError
+from toolkit.fidelity_gate import FidelityGateError, auto_hint
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
     DEFAULT_MANAGEMENT_URL,
@@ -277,6 +277,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
         print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
         print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
+        settings = HandlerSettings.from_mapping(
+            {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
+        )
+        hint = auto_hint(source.path, settings)
+        if hint:
+            print(f"note: {hint}")
         return 0
 
     return _run(main, parser, argv)

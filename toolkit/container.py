@@ -10,7 +10,8 @@ read once in :meth:`ContainerSettings.from_env`:
 | NAME | instructor | endpoint name |
 | INSTRUCTION_MODE | (per model) | exclude, include, ignore |
 | ARCHIVE_FORMAT | default | default, no-archive, tgz |
-| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU) |
+| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) |
+| ENGINE | torch | torch, openvino (CPU; the encoder is exported when the archive is built) |
 | WORKERS | 1 | workers per model |
 | MODELS_DIR | /models | downloads and mounted models |
 | MODEL_STORE | /home/serve/model_store | where the archive is built |
@@ -32,9 +33,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from handler.settings import Precision
+from handler.settings import EngineName, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, archive_for_source
+from toolkit.fidelity_gate import FidelityGateError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +50,7 @@ class ContainerSettings:
     instruction_mode: str | None = None
     archive_format: str = "default"
     precision: str = "fp32"
+    engine: str = "torch"
     workers: int = 1
     models_dir: Path = Path("/models")
     model_store: Path = Path("/home/serve/model_store")
@@ -63,6 +66,9 @@ class ContainerSettings:
         precisions = [precision.value for precision in Precision]
         if self.precision not in precisions:
             raise ValueError(f"PRECISION must be one of {precisions}, got {self.precision!r}")
+        engines = [engine.value for engine in EngineName]
+        if self.engine not in engines:
+            raise ValueError(f"ENGINE must be one of {engines}, got {self.engine!r}")
         if self.token_authorization not in ("on", "off"):
             raise ValueError(f"TOKEN_AUTHORIZATION must be 'on' or 'off', got {self.token_authorization!r}")
 
@@ -129,6 +135,7 @@ def prepare(settings: ContainerSettings) -> Path:
             settings.name,
             settings.archive_format,
             precision=settings.precision,
+            engine=settings.engine,
         )
         print(f"built {settings.archive_path} from {source.label}", flush=True)
     settings.workdir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,6 @@ def main() -> int:
     """Entry point of the image."""
     try:
         return run(ContainerSettings.from_env(os.environ))
-    except (model_source.ModelSourceError, server.ServerError, ValueError, OSError) as err:
+    except (model_source.ModelSourceError, server.ServerError, FidelityGateError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
