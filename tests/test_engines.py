@@ -24,7 +24,7 @@ from tests.cases import PARITY_CASES
 from tests.conftest import BATCHING
 from toolkit import cli
 from toolkit.archive import build_archive
-from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint
+from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint, run_gate
 from toolkit.probes import PROBE_PAIRS
 from toolkit.scratch_server import running_server
 from toolkit.tiny_model import inject_outliers
@@ -215,3 +215,39 @@ def test_serve_says_when_auto_would_be_faster_with_the_measured_fidelity(tiny_mo
     assert "runs bf16 natively (amx_bf16)" in hint
     assert auto_hint(tiny_model_dir, fp32, frozenset({"avx2", "avx512_vnni"})) is None
     assert auto_hint(tiny_model_dir, settings("exclude", precision="bf16"), frozenset({"amx_bf16"})) is None
+
+
+@pytest.fixture(scope="module")
+def openvino_base(tmp_path_factory: pytest.TempPathFactory, base_shape_dir: Path) -> Path:
+    """instructor-base's shape exported for OpenVINO (the same model file serves fp32, bf16 and auto)."""
+    return built_model(base_shape_dir, tmp_path_factory.mktemp("ov-base"), settings("exclude", "openvino"), "base-ov")
+
+
+def test_openvino_fp32_matches_torch_on_the_base_shape(openvino_base: Path, base_shape_dir: Path) -> None:
+    expected = InstructorEncoder.from_folder(base_shape_dir, settings("exclude")).encode(PAIRS)
+    actual = InstructorEncoder.from_folder(openvino_base, settings("exclude", "openvino")).encode(PAIRS)
+    assert float((actual - expected).abs().max()) <= 1e-5
+
+
+def test_bf16_gates_pass_on_the_base_shape(openvino_base: Path, base_shape_dir: Path) -> None:
+    """bf16 through OpenVINO (torch bf16 rounding on CPUs without native bf16) and through torch."""
+    for engine, staged in (("openvino", openvino_base), ("torch", base_shape_dir)):
+        report = run_gate(base_shape_dir, staged, settings("exclude", engine, "bf16"))
+        assert report is not None and report.passed, report
+        assert MIN_COSINE[Precision.BF16] <= report.min_cosine < 1.0
+
+
+def test_int8_gate_passes_on_the_base_shape(tmp_path: Path, base_shape_dir: Path) -> None:
+    staged = built_model(base_shape_dir, tmp_path, settings("exclude", "openvino", "int8"), "base-int8")
+    figures = _fidelity(staged)
+    assert figures["passed"] and MIN_COSINE[Precision.INT8] <= figures["min_cosine"] < 1.0
+
+
+def test_minilm_gates_bf16_passes_and_int8_is_refused_with_its_figure(tmp_path: Path, minilm_dir: Path) -> None:
+    """Real weights: bf16 keeps MiniLM's vectors; no int8 scheme here holds 0.99 on every probe (docs/engines.md)."""
+    staged = built_model(minilm_dir, tmp_path / "fp32", settings("ignore", "openvino"), "minilm-ov")
+    bf16 = run_gate(minilm_dir, staged, settings("ignore", "openvino", "bf16"))
+    assert bf16 is not None and bf16.passed and bf16.min_cosine >= MIN_COSINE[Precision.BF16]
+    for engine in ("openvino", "torch"):
+        with pytest.raises(FidelityGateError, match=r"min cosine 0\.9[0-8]\d* to fp32 .* use precision 'bf16"):
+            built_model(minilm_dir, tmp_path / engine, settings("ignore", engine, "int8"), f"minilm-{engine}-int8")

@@ -16,17 +16,10 @@ from handler.encoder import InstructorEncoder
 from tests.cases import PARITY_CASES
 from tests.conftest import EXCLUDE
 from toolkit.reference import ReferenceInstructor
-from toolkit.tiny_model import build_test_model
 
 pytestmark = pytest.mark.parity
 
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def base_shape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialized model of instructor-base's shape (12 layers, d_model 768)."""
-    return build_test_model(tmp_path_factory.mktemp("models") / "base-shape", "base")
 
 
 @pytest.fixture(scope="module", params=["tiny", "base-shape"])
