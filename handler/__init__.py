@@ -7,6 +7,10 @@ Modules, one job each:
 - ``request_parsing``: request bodies to validated pairs (no torch import).
 - ``batching``: flatten a dynamic batch into rows, plan length-sorted micro-batches.
 - ``model_files``: read a sentence-transformers model folder (modules, pooling, Dense).
-- ``encoder``: tokenize, forward, pool with the per-row instruction mask, Dense, Normalize.
+- ``precision``: the mode a worker runs (``auto`` decided from the device and CPU flags).
+- ``engines``: the forward pass (ids + mask -> last hidden state), one module per runtime.
+- ``int8``: per-token int8 Linear layers for the torch engine.
+- ``fidelity``: the build-time fidelity figures an archive carries.
+- ``encoder``: tokenize, call the engine, pool with the per-row instruction mask, Dense, Normalize.
 - ``torchserve_handler``: the thin TorchServe glue (``InstructorHandler``).
 """
