@@ -8,6 +8,11 @@ Modules, one job each:
 - ``batching``: flatten a dynamic batch into rows, plan length-sorted micro-batches.
 - ``model_files``: read a sentence-transformers model folder (modules, pooling, Dense).
 - ``pooling``: the pooling mode from ``1_Pooling/config.json``; CLS and max pooling.
-- ``encoder``: tokenize, forward, pool with the per-row instruction mask, Dense, Normalize.
+- ``precision``: the mode a worker runs (``auto`` decided from the device and CPU flags).
+- ``engines``: the forward pass (ids + mask -> last hidden state), one module per runtime.
+- ``int8``: per-token int8 Linear layers for the torch engine.
+- ``fidelity``: the build-time fidelity figures an archive carries.
+- ``pooling``: the pooling mode from ``1_Pooling/config.json``; CLS and max pooling.
+- ``encoder``: tokenize, call the engine, pool with the per-row instruction mask, Dense, Normalize.
 - ``torchserve_handler``: the thin TorchServe glue (``InstructorHandler``).
 """

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from handler import precision as precisions
 from handler.batching import padding_tokens, plan_micro_batches
+from handler.engines import Engine, load_engine
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
 from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
-from handler.settings import HandlerSettings, InstructionMode
+from handler.settings import EngineName, HandlerSettings, InstructionMode
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class InstructorEncoder:
 
     def __init__(
         self,
-        transformer: torch.nn.Module,
+        engine: Engine,
         tokenizer: PreTrainedTokenizerBase,
         head: torch.nn.Module,
         normalize: bool,
@@ -99,12 +99,14 @@ class InstructorEncoder:
         do_lower_case: bool = False,
         device: torch.device | str = "cpu",
         pooling: PoolingMode = PoolingMode.MEAN,
+        resolved: precisions.ResolvedPrecision | None = None,
     ) -> None:
         check_instruction_mode(pooling, settings.instruction_mode)
         if settings.instruction_mode is InstructionMode.EXCLUDE:
             _check_end_token_only(tokenizer)
         self.device = torch.device(device)
-        self.transformer = precisions.apply(transformer, settings.precision, self.device)
+        self.engine = engine
+        self.resolved = resolved or precisions.ResolvedPrecision(engine.precision, engine.precision, "given engine")
         self.head = head.to(self.device).eval()
         self.tokenizer = tokenizer
         self.normalize = normalize
@@ -115,29 +117,33 @@ class InstructorEncoder:
 
     @classmethod
     def from_folder(
-        cls, model_dir: str | Path, settings: HandlerSettings, device: torch.device | str = "cpu"
+        cls,
+        model_dir: str | Path,
+        settings: HandlerSettings,
+        device: torch.device | str = "cpu",
+        cpu_flags: frozenset[str] | None = None,
+        threads: int | None = None,
+        resolved: precisions.ResolvedPrecision | None = None,
     ) -> InstructorEncoder:
         """Load a sentence-transformers model folder from disk only (no network).
 
-        T5 models load as ``T5EncoderModel`` (the decoder is never needed). Weights come from
-        safetensors when the folder has them (memory-mapped: workers share the pages when the
-        file is already in the serving dtype); transformers reads ``.bin`` with weights_only.
+        The precision is resolved here (``auto`` decided from ``device`` and ``cpu_flags``, read
+        from the machine when not given), unless ``resolved`` is given (the build-time gate
+        measures a mode on a machine that may not serve it), and the engine named by
+        ``settings.engine`` is loaded.
         """
-        layout = read_layout(model_dir)
-        load_args = {"local_files_only": True}
+        device = torch.device(device)
+        layout = read_layout(model_dir, require_weights=settings.engine is EngineName.TORCH)
+        resolved = resolved or precisions.resolve(settings.precision, settings.engine, device, cpu_flags)
+        engine = load_engine(settings.engine, layout.root, resolved.precision, device, threads)
         try:
-            config = AutoConfig.from_pretrained(layout.root, **load_args)
-            model_class = T5EncoderModel if config.model_type == "t5" else AutoModel
-            dtype = precisions.load_dtype(settings.precision)
-            transformer = model_class.from_pretrained(layout.root, dtype=dtype, **load_args)
-            tokenizer = AutoTokenizer.from_pretrained(layout.root, **load_args)
-        except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
-            # Unreadable config or tokenizer, weights that do not fit the config, a truncated or
-            # non-torch pytorch_model.bin (a git-lfs pointer): all say the folder is unusable.
-            raise ModelConfigError(f"{layout.root}: cannot load the transformer: {err}") from err
+            tokenizer = AutoTokenizer.from_pretrained(layout.root, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            # A malformed tokenizer.json raises KeyError inside tokenizers' loader.
+            raise ModelConfigError(f"{layout.root}: cannot load the tokenizer: {err}") from err
         head = torch.nn.Sequential(*(load_dense(path) for path in layout.dense_dirs))
         return cls(
-            transformer,
+            engine,
             tokenizer,
             head,
             normalize=layout.normalize,
@@ -145,6 +151,7 @@ class InstructorEncoder:
             do_lower_case=layout.do_lower_case,
             device=device,
             pooling=layout.pooling,
+            resolved=resolved,
         )
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedRow]:
@@ -230,10 +237,9 @@ class InstructorEncoder:
             input_ids[index, : len(row.input_ids)] = torch.tensor(row.input_ids)
             attention_mask[index, : len(row.input_ids)] = 1
         context_lens = torch.tensor([row.context_len for row in rows])
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # Pool in float32 whatever the transformer computed in (bf16 sums lose digits).
-        pooled = self._pool(hidden.float(), attention_mask, context_lens.to(self.device))
+        hidden = self.engine.last_hidden_state(input_ids, attention_mask).to(self.device)
+        # Pool in float32 whatever the engine computed in (bf16 sums lose digits).
+        pooled = self._pool(hidden.float(), attention_mask.to(self.device), context_lens.to(self.device))
         embedded = self.head(pooled)
         if self.normalize:
             embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)

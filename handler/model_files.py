@@ -59,13 +59,13 @@ def _short_type(module: dict[str, Any]) -> str:
     return str(module.get("type", "")).rsplit(".", 1)[-1]
 
 
-def _check_files(root: Path) -> None:
-    """Weights and a tokenizer are present, and every safetensors file is complete.
+def _check_files(root: Path, require_weights: bool = True) -> None:
+    """Weights (unless another engine carries them) and a tokenizer are present, safetensors complete.
 
     Reading a safetensors header is cheap and catches a truncated copy or download before
     TorchServe starts a worker on it.
     """
-    if not any((root / name).is_file() for name in WEIGHT_FILES):
+    if require_weights and not any((root / name).is_file() for name in WEIGHT_FILES):
         raise ModelConfigError(f"{root} is incomplete: no weights ({', '.join(WEIGHT_FILES)})")
     if not any((root / name).is_file() for name in TOKENIZER_FILES):
         raise ModelConfigError(f"{root} is incomplete: no tokenizer ({', '.join(TOKENIZER_FILES)})")
@@ -77,8 +77,11 @@ def _check_files(root: Path) -> None:
             raise ModelConfigError(f"{path} is corrupt or incomplete: {err}") from None
 
 
-def read_layout(root: str | Path) -> ModelLayout:
+def read_layout(root: str | Path, require_weights: bool = True) -> ModelLayout:
     """Read and check a model folder's ``modules.json`` and its module folders.
+
+    ``require_weights=False`` accepts a folder without the transformer's torch weights (an
+    archive whose engine carries its own exported copy).
 
     Raises:
         ModelConfigError: the folder is not a supported sentence-transformers model.
@@ -88,7 +91,7 @@ def read_layout(root: str | Path) -> ModelLayout:
         raise ModelConfigError(f"{root} is not a folder")
     if not (root / "config.json").is_file():
         raise ModelConfigError(f"{root} is not a model folder: config.json is missing")
-    _check_files(root)
+    _check_files(root, require_weights)
     modules = _read_json(root / "modules.json")
     kinds = [_short_type(module) for module in modules]
     if len(kinds) < 2 or kinds[0] not in ("Transformer", "INSTRUCTOR_Transformer"):

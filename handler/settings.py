@@ -31,12 +31,27 @@ class Precision(enum.StrEnum):
     - ``fp32``: exact (the reference's own format), the default.
     - ``bf16``: bfloat16 weights and activations, on CUDA or on CPUs with bf16 instructions
       (AVX512_BF16 / AMX); T5 was trained in bf16. Never float16: T5 overflows in it.
-    - ``int8``: the transformer's Linear layers quantized dynamically to int8 (CPU only).
+    - ``int8``: int8 matrix multiplies on CPU (engine ``openvino``: NNCF-quantized at build time;
+      engine ``torch``: :mod:`handler.int8`).
+    - ``auto``: decided at worker start (:func:`handler.precision.resolve`): bf16 where the hardware
+      runs it natively (a GPU, a CPU with AMX/AVX512_BF16), fp32 elsewhere, never int8.
     """
 
     FP32 = "fp32"
     BF16 = "bf16"
     INT8 = "int8"
+    AUTO = "auto"
+
+
+class EngineName(enum.StrEnum):
+    """Which runtime computes the transformer's forward pass (:mod:`handler.engines`).
+
+    - ``torch``: the model's own PyTorch modules; GPUs, and the fp32 reference.
+    - ``openvino``: an OpenVINO model exported into the archive at build time; CPU only.
+    """
+
+    TORCH = "torch"
+    OPENVINO = "openvino"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +61,7 @@ class HandlerSettings:
     Attributes:
         instruction_mode: how instructions are pooled; required, never guessed.
         precision: the transformer's number format (:class:`Precision`), fp32 by default.
+        engine: the runtime of the forward pass (:class:`EngineName`), torch by default.
         max_length: tokens per input after truncation (INSTRUCTOR hard-codes 512).
         max_items_per_request: pairs one request may carry; more is answered 413.
         micro_batch_rows: most rows in one forward pass.
@@ -58,6 +74,7 @@ class HandlerSettings:
 
     instruction_mode: InstructionMode
     precision: Precision = Precision.FP32
+    engine: EngineName = EngineName.TORCH
     max_length: int = 512
     max_items_per_request: int = 128
     micro_batch_rows: int = 32
@@ -120,7 +137,11 @@ class HandlerSettings:
 
 
 # Settings whose values are names of an enum's members.
-ENUM_SETTINGS: dict[str, type[enum.StrEnum]] = {"instruction_mode": InstructionMode, "precision": Precision}
+ENUM_SETTINGS: dict[str, type[enum.StrEnum]] = {
+    "instruction_mode": InstructionMode,
+    "precision": Precision,
+    "engine": EngineName,
+}
 
 
 def _enum_setting(name: str, choices: type[enum.StrEnum], value: Any) -> enum.StrEnum:

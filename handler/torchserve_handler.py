@@ -22,10 +22,11 @@ from ts.torch_handler.base_handler import BaseHandler
 from handler.batching import flatten_pairs, split_by_request
 from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.errors import InternalError, OutOfMemoryError, ServingError
+from handler.fidelity import read_fidelity
 from handler.metrics import BatchStats, HandlerMetrics
 from handler.request_parsing import EmbeddingRequest, parse_request
 from handler.responses import TokenUsage, success_body
-from handler.settings import HandlerSettings
+from handler.settings import EngineName, HandlerSettings
 from handler.truncation import length_error
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,17 @@ def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int
     return max(1, cpu_count // max(1, max_workers))
 
 
+def worker_details(encoder: InstructorEncoder, fidelity: dict[str, Any] | None) -> dict[str, Any]:
+    """What describe and the worker log say about how this worker computes."""
+    return {
+        "engine": encoder.engine.name.value,
+        "precision": encoder.resolved.precision.value,
+        "requested_precision": encoder.resolved.requested.value,
+        "reason": encoder.resolved.reason,
+        "fidelity": fidelity,
+    }
+
+
 class InstructorHandler(BaseHandler):
     """Serves native, KServe v1/v2 and OpenAI bodies (see ``handler.request_parsing``)."""
 
@@ -58,26 +70,36 @@ class InstructorHandler(BaseHandler):
         self.encoder: InstructorEncoder | None = None
         self.settings: HandlerSettings | None = None
         self.metrics: HandlerMetrics | None = None
+        self.details: dict[str, Any] = {}
 
     def initialize(self, context: Any) -> None:
         """Validate settings, place the model, load it from the archive and warm it up."""
         yaml_config = context.model_yaml_config or {}
         self.settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
         properties = context.system_properties
-        device = select_device(properties.get("gpu_id"))
+        # Engines other than torch run on the CPU whatever GPU TorchServe assigned.
+        gpu_id = properties.get("gpu_id") if self.settings.engine is EngineName.TORCH else None
+        device = select_device(gpu_id)
+        threads = None
         if device.type == "cpu":
             cpus = len(os.sched_getaffinity(0))
             threads = threads_per_worker(self.settings.torch_threads, int(yaml_config.get("maxWorkers", 1)), cpus)
             torch.set_num_threads(threads)
-        model_dir = Path(properties["model_dir"]) / self.settings.model_subdir
-        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device)
+        archive_dir = Path(properties["model_dir"])
+        model_dir = archive_dir / self.settings.model_subdir
+        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device, threads=threads)
         self.encoder.encode([WARM_UP_PAIR])
         self.metrics = HandlerMetrics(context.metrics, context.model_name)
+        self.details = worker_details(self.encoder, read_fidelity(archive_dir))
         self.initialized = True
         logger.info(
-            "INSTRUCTOR handler ready: device=%s threads=%d settings=%s",
+            "INSTRUCTOR handler ready: device=%s threads=%d engine=%s precision=%s (%s) fidelity=%s settings=%s",
             device,
-            torch.get_num_threads(),
+            threads or torch.get_num_threads(),
+            self.settings.engine.value,
+            self.encoder.resolved.precision.value,
+            self.encoder.resolved.reason,
+            json.dumps(self.details["fidelity"]),
             self.settings.to_mapping(),
         )
 
@@ -113,9 +135,10 @@ class InstructorHandler(BaseHandler):
         return bodies
 
     def describe_handle(self) -> dict[str, Any]:
-        """The handler's settings, shown as ``customizedMetadata`` by ``GET /models/NAME?customized=true``."""
+        """``customizedMetadata`` of ``GET /models/NAME?customized=true``: the handler's settings, and the
+        engine, precision as resolved in this worker and the archive's fidelity figures."""
         assert self.settings is not None
-        return {"handler": self.settings.to_mapping()}
+        return {"handler": self.settings.to_mapping(), **self.details}
 
     def _encode_valid(
         self, requests: list[EmbeddingRequest | None], errors: dict[int, ServingError], stats: BatchStats

@@ -75,6 +75,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_shape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialized model of instructor-base's shape (12 layers, d_model 768), built once."""
+    return build_test_model(tmp_path_factory.mktemp("models") / "base-shape", "base")
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tiny_model_dir: Path) -> InstructorEncoder:
     """The encoder the handler uses, on the tiny model, loaded in-process."""
     return InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from handler.encoder import InstructorEncoder
-from handler.settings import Precision
+from handler.settings import EngineName, Precision
 from tests.conftest import RunningServer, registered_model
 from toolkit.bench import report
 from toolkit.bench.baseline import build_baseline_archive
-from toolkit.bench.cli import write_results
+from toolkit.bench.cli import default_stem, write_results
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load, vectors_in
 from toolkit.bench.runner import BenchOptions, run_benchmark
@@ -184,7 +184,11 @@ def test_report_writes_tables_and_plot(tmp_path: Path) -> None:
     assert json.loads(raw.read_text()) == document
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page.read_text()
-    assert "Test CPU, 2 cores" in text and "2026-11-22" in text and "![throughput](cpu-test.png)" in text
+    assert (
+        "Test CPU (flags: not listed), 2 cores" in text
+        and "2026-11-22" in text
+        and "![throughput](cpu-test.png)" in text
+    )
     assert "| ours/baseline at concurrency 8, fp32 | >= 1.5x | 1.20x | **no** |" in text
 
 
@@ -195,6 +199,7 @@ def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
         workdir=tmp_path,
         models=("tiny",),
         precisions=(Precision.INT8,),
+        engines=(EngineName.TORCH, EngineName.OPENVINO),
         duration_s=0.5,
         min_requests=2,
         pairs=16,
@@ -203,7 +208,9 @@ def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
     )
     document = run_benchmark(options, "test")
     result = document["models"]["tiny"]
-    assert set(result["ours"]) == {"int8"} and set(result["limit"]) == {"int8"}
+    labels = {"int8", "openvino int8"}
+    assert set(result["ours"]) == labels and set(result["limit"]) == labels
+    assert result["fidelity"]["openvino int8"]["passed"] and result["fidelity"]["int8"]["passed"]
     for server in [result["baseline"], *result["ours"].values()]:
         assert server["cold_start_s"] > 0
         for workload in WORKLOADS:
@@ -212,3 +219,31 @@ def test_a_short_real_run_measures_every_part(tmp_path: Path) -> None:
     for ours in result["ours"].values():
         assert len(ours["memory"]["two_workers"]) == 2 and ours["memory"]["one_worker"]["pss"] > 0
     assert document["machine"]["cores"] >= 1 and document["settings"]["batch_size"] == 8
+
+
+def test_engine_targets_cost_and_the_file_name_follow_the_cpu_features(tmp_path: Path) -> None:
+    document = _document(ours_pps=12.0, cold=6.0, added_pct=20.0)
+    result = document["models"]["large"]
+    result["ours"]["openvino fp32"] = dict(result["ours"]["fp32"])
+    result["ours"]["openvino bf16"] = json.loads(json.dumps(result["ours"]["bf16"]))
+    for workload in result["ours"]["openvino bf16"]["load"].values():
+        workload.update(pairs_per_s=70.0, p50_ms=50.0)
+    result["limit"]["openvino fp32"] = result["limit"]["openvino bf16"] = result["limit"]["fp32"]
+    document["settings"]["usd_per_hour"] = 0.36
+    document["machine"]["cpu_flags"] = ["amx_bf16", "avx512_bf16", "avx512_vnni"]
+    found = {t.name: t for t in report.targets(document)}
+    fastest = found["fastest (openvino bf16) / baseline at concurrency 8, native bf16"]
+    assert fastest.measured == "7.00x" and fastest.met  # 70 / 10 >= 6x
+    assert found["p50 at concurrency 1, fastest (openvino bf16)"].met  # 50 ms <= 60 ms
+    assert not found["openvino fp32 / torch fp32 at saturation (both within 1e-5)"].met  # 1.00x < 1.1x
+    document["machine"]["cpu_flags"] = ["avx512_vnni"]
+    without = {t.name: t for t in report.targets(document)}
+    assert without["fastest (openvino bf16) / baseline at concurrency 8, no native bf16"].goal == ">= 3x"
+    assert without["p50 at concurrency 1, fastest (openvino bf16)"].met is None
+    # 0.36 $/h at 10 pairs/s = 36,000 pairs per hour: $10 per million.
+    assert report.cost_per_million(10.0, 0.36) == pytest.approx(10.0)
+    assert "| ours openvino bf16 | $1.43 | $1.43 |" in report.markdown(document)
+    assert default_stem({"gpu": None, "cores": 2, "cpu_flags": ["amx_bf16", "avx512_bf16", "avx512_vnni"]}) == (
+        "cpu-2core-amx-avx512bf16-vnni"
+    )
+    assert default_stem({"gpu": None, "cores": 2, "cpu_flags": ["avx2"]}) == "cpu-2core-no-bf16"

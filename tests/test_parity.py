@@ -19,17 +19,10 @@ from handler.settings import HandlerSettings
 from tests.cases import PARITY_CASES
 from tests.conftest import EXCLUDE
 from toolkit.reference import ReferenceInstructor
-from toolkit.tiny_model import build_test_model
 
 pytestmark = pytest.mark.parity
 
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def base_shape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialized model of instructor-base's shape (12 layers, d_model 768)."""
-    return build_test_model(tmp_path_factory.mktemp("models") / "base-shape", "base")
 
 
 @pytest.fixture(scope="module", params=["tiny", "base-shape"])
@@ -76,7 +69,7 @@ def test_mixed_instructions_share_one_forward_pass(tiny_encoder: InstructorEncod
     """Different instructions never force separate passes (the padding bound is lifted here)."""
     pairs = [tuple(pair) for pair in PARITY_CASES["mixed_batch"]]
     calls: list[int] = []
-    hook = tiny_encoder.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+    hook = tiny_encoder.engine.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
     settings = tiny_encoder.settings
     tiny_encoder.settings = dataclasses.replace(settings, micro_batch_padding_pct=100)
     try:

@@ -15,7 +15,7 @@ from handler import precision as precisions
 from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.int8 import Int8Linear
-from handler.settings import HandlerSettings, Precision
+from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
 from tests.conftest import RunningServer, registered_model
 from toolkit.archive import build_archive
@@ -54,9 +54,9 @@ def test_reduced_precisions_really_change_the_computation(tiny_model_dir: Path) 
     """Guards the tests above: a mode that silently ran fp32 would pass them trivially."""
     bf16 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.BF16))
     int8 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.INT8))
-    assert next(bf16.transformer.parameters()).dtype == torch.bfloat16
-    assert any(isinstance(m, Int8Linear) for m in int8.transformer.modules()), "no Linear layer was quantized"
-    assert not any(type(m) is torch.nn.Linear for m in int8.transformer.modules())
+    assert next(bf16.engine.transformer.parameters()).dtype == torch.bfloat16
+    assert any(isinstance(m, Int8Linear) for m in int8.engine.transformer.modules()), "no Linear layer was quantized"
+    assert not any(type(m) is torch.nn.Linear for m in int8.engine.transformer.modules())
     assert all(p.dtype == torch.float32 for p in bf16.head.parameters())
     for cosines in (_cosines(tiny_model_dir, "exclude", p) for p in (Precision.BF16, Precision.INT8)):
         assert float(cosines.min()) < 1.0 - 1e-7
@@ -64,10 +64,10 @@ def test_reduced_precisions_really_change_the_computation(tiny_model_dir: Path) 
 
 def test_int8_on_a_gpu_is_refused() -> None:
     with pytest.raises(ModelConfigError, match="int8' runs on CPU only"):
-        precisions.check_device(Precision.INT8, torch.device("cuda:0"))
+        precisions.resolve(Precision.INT8, EngineName.TORCH, torch.device("cuda:0"), frozenset())
 
 
-def test_bf16_on_a_cpu_without_bf16_instructions_warns(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_with_a_better_mode(tmp_path: Path) -> None:
     without = tmp_path / "cpuinfo"
     without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
     assert precisions.cpu_flags(without) == {"fpu", "sse", "avx2", "avx512f", "avx512_vnni"}
@@ -75,11 +75,11 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(caplog: pytest.LogCapture
     with_bf16 = tmp_path / "cpuinfo-bf16"
     with_bf16.write_text("flags\t: avx512f avx512_bf16\n")
     cpu = torch.device("cpu")
-    with caplog.at_level("WARNING", logger="handler.precision"):
-        precisions.check_device(Precision.BF16, cpu, precisions.cpu_flags(with_bf16))
-        assert not caplog.records
-        precisions.check_device(Precision.BF16, cpu, precisions.cpu_flags(without))
-    assert "slower than fp32" in caplog.text
+    for engine in EngineName:
+        accepted = precisions.resolve(Precision.BF16, engine, cpu, precisions.cpu_flags(with_bf16))
+        assert accepted.precision is Precision.BF16
+        with pytest.raises(ModelConfigError, match=r"neither AMX nor AVX512_BF16.*Use 'int8' for speed"):
+            precisions.resolve(Precision.BF16, engine, cpu, precisions.cpu_flags(without))
 
 
 def test_load_dtype_follows_precision() -> None:

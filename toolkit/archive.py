@@ -9,20 +9,27 @@ file name and finds ``InstructorHandler``, which imports ``handler.*`` from the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from handler.model_files import read_layout
+from handler.encoder import InstructorEncoder
+from handler.fidelity import FIDELITY_FILE
+from handler.model_files import WEIGHT_FILES, read_layout
 from handler.pooling import check_instruction_mode
 from handler.precision import load_dtype
-from handler.settings import HandlerSettings, Precision
+from handler.settings import EngineName, HandlerSettings, Precision
+from toolkit.export import QuantizationReport, export_openvino
+from toolkit.fidelity_gate import run_gate
 from toolkit.model_source import ModelSource
+from toolkit.probes import calibration_pairs
 from toolkit.weights import store_transformer_weights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,14 +90,44 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def _stage(staging: Path, model_dir: Path, precision: Precision) -> Path:
+def _stage(staging: Path, model_dir: Path, settings: HandlerSettings, force: bool, say: Callable[[str], None]) -> Path:
+    """Stage handler and model, export the engine's model, run the fidelity gate; returns the folder."""
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    stage_model(model_dir, extra / "model")
-    if precision is Precision.BF16:
+    staged_model = extra / "model"
+    stage_model(model_dir, staged_model)
+    details: dict[str, Any] = {}
+    if settings.engine is EngineName.OPENVINO:
+        quantization = _export_openvino(model_dir, staged_model, settings)
+        if quantization is not None:
+            details["int8_float_layers"] = list(quantization.ignored_layers)
+            details["int8_outlier_ratios"] = quantization.outlier_ratios
+        say(f"exported the encoder for OpenVINO ({settings.precision.value}) into the archive")
+    elif settings.precision is Precision.BF16:
         # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
-        store_transformer_weights(extra / "model", load_dtype(precision))
+        store_transformer_weights(staged_model, load_dtype(settings.precision))
+    report = run_gate(model_dir, staged_model, settings, force=force)
+    if report is not None:
+        (extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | details, indent=2))
+        verdict = "FORCED below the floor" if report.forced else "passed"
+        say(
+            f"fidelity gate {verdict}: {report.precision} min cosine {report.min_cosine} "
+            f"(floor {report.floor}, {report.probes} probes, {report.measured_with})"
+        )
     return extra
+
+
+def _export_openvino(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> QuantizationReport | None:
+    """Export the encoder into the staged model; the torch weights then stay out of the archive."""
+    reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+    reference = InstructorEncoder.from_folder(model_dir, reference_settings)
+    calibration = calibration_pairs() if settings.precision is Precision.INT8 else None
+    report = export_openvino(model_dir, staged_model, calibration, reference)
+    for name in WEIGHT_FILES:
+        (staged_model / name).unlink(missing_ok=True)
+    for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
+        shard.unlink()
+    return report
 
 
 def stage_model(model_dir: Path, target: Path) -> None:
@@ -114,6 +151,9 @@ def archive_for_source(
     archive_format: str = "default",
     max_items_per_request: int = HandlerSettings.max_items_per_request,
     precision: str = Precision.FP32.value,
+    engine: str = EngineName.TORCH.value,
+    force: bool = False,
+    say: Callable[[str], None] = print,
 ) -> Path:
     """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings."""
     settings = HandlerSettings.from_mapping(
@@ -121,9 +161,12 @@ def archive_for_source(
             "instruction_mode": source.instruction_mode.value,
             "max_items_per_request": max_items_per_request,
             "precision": precision,
+            "engine": engine,
         }
     )
-    return build_archive(source.path, export_dir, settings, workers, name, archive_format=archive_format)
+    return build_archive(
+        source.path, export_dir, settings, workers, name, archive_format=archive_format, force=force, say=say
+    )
 
 
 def build_archive(
@@ -134,13 +177,19 @@ def build_archive(
     name: str = "instructor",
     version: str = "1.0",
     archive_format: str = "default",
+    force: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Path:
     """Build ``export_dir/<name>.mar`` (or the ``<name>`` folder for ``no-archive``).
 
-    ``settings.precision`` bf16 stores the transformer's weights in bf16 inside the archive.
+    Engine ``openvino`` exports the encoder into the archive (int8: quantized with NNCF) in
+    place of the torch weights; engine ``torch`` with bf16 stores its weights in bf16. bf16,
+    int8 and auto archives pass the fidelity gate first (``force`` builds below its floor).
+    ``say`` gets one line per build step worth telling the user.
 
     Raises:
         ArchiveError: the format is unknown or the archiver failed.
+        FidelityGateError: the mode does not keep this model's vectors (and ``force`` is off).
         ModelConfigError: ``model_dir`` is not a supported model folder, or its pooling cannot
             honour ``settings.instruction_mode``.
     """
@@ -152,7 +201,7 @@ def build_archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
         staging = Path(staging_name)
-        extra = _stage(staging, model_dir, settings.precision)
+        extra = _stage(staging, model_dir, settings, force, say)
         config_file = staging / "model-config.yaml"
         config_file.write_text(model_config_yaml(workers, settings))
         handler_file = extra / "handler" / "torchserve_handler.py"

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handler.errors import ModelConfigError
-from handler.settings import HandlerSettings, InstructionMode, Precision
+from handler.settings import EngineName, HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
+from toolkit.fidelity_gate import FidelityGateError, auto_hint
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
     DEFAULT_MANAGEMENT_URL,
@@ -31,6 +32,7 @@ EXPECTED_ERRORS = (
     ManagementError,
     model_source.ModelSourceError,
     server.ServerError,
+    FidelityGateError,
 )
 
 
@@ -79,7 +81,16 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=[precision.value for precision in Precision],
         default=Precision.FP32.value,
-        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX) or int8 (CPU); see docs/benchmarks",
+        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX), int8 (CPU) or auto (decided per worker)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=[engine.value for engine in EngineName],
+        default=EngineName.TORCH.value,
+        help="torch (GPUs, reference) or openvino (CPU; exported into the archive at build time)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="build even when the fidelity gate measures cosines below its floor"
     )
     parser.add_argument(
         "--max-items", type=int, default=HandlerSettings.max_items_per_request, help="pairs per request before 413"
@@ -96,7 +107,15 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         response_timeout_s=args.response_timeout,
     )
     archive = archive_for_source(
-        source, args.export_dir, workers, args.name, args.archive_format, args.max_items, args.precision
+        source,
+        args.export_dir,
+        workers,
+        args.name,
+        args.archive_format,
+        args.max_items,
+        args.precision,
+        args.engine,
+        args.force,
     )
     return source, archive
 
@@ -178,7 +197,8 @@ def describe_main(argv: Sequence[str] | None = None) -> int:
     _add_management_args(parser)
 
     def main(args: argparse.Namespace) -> int:
-        print(json.dumps(ManagementClient(args.key_file, args.management_url).describe(args.name), indent=2))
+        described = ManagementClient(args.key_file, args.management_url).describe(args.name, customized=True)
+        print(json.dumps(described, indent=2))
         return 0
 
     return _run(main, parser, argv)
@@ -257,6 +277,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
         print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
         print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
+        settings = HandlerSettings.from_mapping(
+            {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
+        )
+        hint = auto_hint(source.path, settings)
+        if hint:
+            print(f"note: {hint}")
         return 0
 
     return _run(main, parser, argv)

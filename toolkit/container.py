@@ -12,7 +12,8 @@ code); a restart with the same record reuses it, any difference rebuilds it and 
 | NAME | instructor | endpoint name |
 | INSTRUCTION_MODE | (per model) | exclude, include, ignore |
 | ARCHIVE_FORMAT | default | default, no-archive, tgz |
-| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU) |
+| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) |
+| ENGINE | torch | torch, openvino (CPU; the encoder is exported when the archive is built) |
 | WORKERS | 1 | workers per model |
 | MODELS_DIR | /models | downloads and mounted models |
 | MODEL_STORE | /home/serve/model_store | where the archive is built |
@@ -37,9 +38,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from handler.errors import ModelConfigError
-from handler.settings import Precision
+from handler.settings import EngineName, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
+from toolkit.fidelity_gate import FidelityGateError
 from toolkit.model_source import ModelSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,7 @@ RECORD_NAMES = {
     "model_files": "the model folder's files",
     "instruction_mode": "INSTRUCTION_MODE",
     "precision": "PRECISION",
+    "engine": "ENGINE",
     "workers": "WORKERS",
     "handler_code": "the handler code",
 }
@@ -63,6 +66,7 @@ class ContainerSettings:
     instruction_mode: str | None = None
     archive_format: str = "default"
     precision: str = "fp32"
+    engine: str = "torch"
     workers: int = 1
     models_dir: Path = Path("/models")
     model_store: Path = Path("/home/serve/model_store")
@@ -78,6 +82,9 @@ class ContainerSettings:
         precisions = [precision.value for precision in Precision]
         if self.precision not in precisions:
             raise ValueError(f"PRECISION must be one of {precisions}, got {self.precision!r}")
+        engines = [engine.value for engine in EngineName]
+        if self.engine not in engines:
+            raise ValueError(f"ENGINE must be one of {engines}, got {self.engine!r}")
         if self.token_authorization not in ("on", "off"):
             raise ValueError(f"TOKEN_AUTHORIZATION must be 'on' or 'off', got {self.token_authorization!r}")
 
@@ -155,6 +162,7 @@ def build_record(settings: ContainerSettings, source: ModelSource) -> dict[str, 
         "model_files": files_digest(source.path),
         "instruction_mode": source.instruction_mode.value,
         "precision": settings.precision,
+        "engine": settings.engine,
         "workers": settings.workers,
         "handler_code": files_digest(HANDLER_PACKAGE, contents=True),
     }
@@ -175,7 +183,7 @@ def rebuild_reason(settings: ContainerSettings, wanted: dict[str, object]) -> st
         return f"no record of the settings it was built with ({record_path(settings).name})"
     changes = [
         f"{RECORD_NAMES[key]} {recorded.get(key)!r} -> {value!r}"
-        if key in ("model", "instruction_mode", "precision", "workers")
+        if key in ("model", "instruction_mode", "precision", "engine", "workers")
         else f"{RECORD_NAMES[key]} changed"
         for key, value in wanted.items()
         if recorded.get(key) != value
@@ -203,6 +211,7 @@ def prepare(settings: ContainerSettings) -> Path:
             settings.name,
             settings.archive_format,
             precision=settings.precision,
+            engine=settings.engine,
         )
         record_path(settings).write_text(json.dumps(wanted, indent=2) + "\n")
         print(f"built {settings.archive_path} from {source.label} ({reason})", flush=True)
@@ -237,6 +246,7 @@ def main() -> int:
         model_source.ModelSourceError,
         ModelConfigError,
         ArchiveError,
+        FidelityGateError,
         server.ServerError,
         ValueError,
         OSError,

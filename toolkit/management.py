@@ -154,9 +154,13 @@ class ManagementClient:
         params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": str(synchronous).lower()}
         return self._call("PUT", f"/models/{name}", params)
 
-    def describe(self, name: str) -> list[dict[str, Any]]:
-        """``GET /models/{name}``: versions, settings and workers."""
-        return self._call("GET", f"/models/{name}")
+    def describe(self, name: str, customized: bool = False) -> list[dict[str, Any]]:
+        """``GET /models/{name}``: versions, settings and workers.
+
+        ``customized`` adds the handler's own description (``customizedMetadata``: engine,
+        precision as a worker resolved it, fidelity figures).
+        """
+        return self._call("GET", f"/models/{name}", {"customized": "true"} if customized else None)
 
     def unregister(self, name: str) -> dict[str, Any]:
         """``DELETE /models/{name}``."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sentencepiece
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 SEED = 20261122
@@ -106,6 +106,21 @@ def _fill_deterministically(module: torch.nn.Module, generator: torch.Generator)
                 parameter.copy_(noise * parameter.shape[-1] ** -0.5)
 
 
+def _scale_queries_like_t5(model: torch.nn.Module, d_kv: int) -> None:
+    """Scale the query projections by ``d_kv ** -0.5``, as T5's own initialization does.
+
+    T5 has no ``1/sqrt(d_kv)`` in its attention: the factor lives in the query weights. Without
+    it a random model's attention logits have a standard deviation of about ``sqrt(d_kv)`` (8 for
+    instructor-base and -large), the softmax saturates, and the model becomes far more sensitive
+    to rounding than trained T5 (bf16 min cosine 0.95 instead of 0.99997 on the probe set).
+    The tiny model keeps its weights (its golden vectors were made from them).
+    """
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("SelfAttention.q.weight"):
+                parameter.mul_(d_kv**-0.5)
+
+
 def _write_sentence_transformers_files(target: Path, d_model: int, dense: torch.nn.Linear) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -168,8 +183,36 @@ def build_test_model(target: str | Path, shape: str = "tiny") -> Path:
     generator = torch.Generator().manual_seed(SEED)
     model = T5EncoderModel(config)
     _fill_deterministically(model, generator)
+    if shape != "tiny":
+        _scale_queries_like_t5(model, spec.d_kv)
     model.save_pretrained(str(target), safe_serialization=True)
     dense = torch.nn.Linear(spec.d_model, spec.dense_out, bias=False)
     _fill_deterministically(dense, generator)
     _write_sentence_transformers_files(target, spec.d_model, dense)
     return target
+
+
+def inject_outliers(model_dir: str | Path, offset: float = 200.0) -> Path:
+    """Rewrite a test model so its hidden states carry a massive common activation, in place.
+
+    Every token embedding gets ``offset`` added in every channel, and the Dense head projects
+    that common direction out again. In float32 the vectors stay well defined; in bf16 (8
+    significant bits) and in int8 with one scale per tensor the small signal riding on the
+    offset is rounded away. The fidelity gate must refuse such a model: the same failure mode
+    as real T5 weights whose feed-forward activations exceed 65,000.
+    """
+    model_dir = Path(model_dir)
+    model = T5EncoderModel.from_pretrained(str(model_dir), local_files_only=True)
+    with torch.no_grad():
+        model.shared.weight.add_(offset)
+        # A uniform final norm keeps the common direction the all-ones vector the head removes.
+        model.encoder.final_layer_norm.weight.fill_(1.0)
+    model.save_pretrained(str(model_dir), safe_serialization=True)
+    dense_dir = model_dir / "2_Dense"
+    weight = load_file(str(dense_dir / "model.safetensors"))["linear.weight"]
+    width = weight.shape[1]
+    centering = torch.eye(width) - torch.full((width, width), 1.0 / width)
+    state = {"linear.weight": (weight @ centering).contiguous()}
+    save_file(state, str(dense_dir / "model.safetensors"))
+    torch.save(state, dense_dir / "pytorch_model.bin")
+    return model_dir

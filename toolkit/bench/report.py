@@ -15,6 +15,11 @@ BASELINE_RATIO_GOALS = {"fp32": 1.5, "bf16": 4.0, "int8": 4.5}
 SECOND_WORKER_GOAL_PCT = 30.0
 LIMIT_RATIO_GOAL = 0.90
 LATENCY_SLACK_MS = 10.0
+# The engines issue's targets for the fastest mode (instructor-large shape, single-pair requests).
+FASTEST_VS_BASELINE_GOAL = {"native bf16": 6.0, "no native bf16": 3.0}
+FASTEST_P50_GOAL_MS = 60.0
+FP32_ENGINE_GOAL = 1.1
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +43,14 @@ def targets(document: dict[str, Any], model: str = TARGET_MODEL) -> list[Target]
         return []
     found = []
     baseline = result["baseline"]
-    for precision, ours in result["ours"].items():
+    for label, ours in result["ours"].items():
+        precision = label.split()[-1]  # "fp32" (torch) or "openvino fp32"
         served = ours["load"][SATURATION]["pairs_per_s"]
-        limit = result["limit"][precision][SATURATION]["pairs_per_s"]
+        limit = result["limit"][label][SATURATION]["pairs_per_s"]
         ratio = _ratio(served, limit)
         found.append(
             Target(
-                f"ours/limit at saturation, {precision}",
+                f"ours/limit at saturation, {label}",
                 f">= {LIMIT_RATIO_GOAL:.2f}",
                 f"{ratio:.2f}",
                 ratio >= LIMIT_RATIO_GOAL,
@@ -54,17 +60,17 @@ def targets(document: dict[str, Any], model: str = TARGET_MODEL) -> list[Target]
         speedup = _ratio(ours["load"][CONCURRENCY_8]["pairs_per_s"], baseline["load"][CONCURRENCY_8]["pairs_per_s"])
         found.append(
             Target(
-                f"ours/baseline at concurrency 8, {precision}",
+                f"ours/baseline at concurrency 8, {label}",
                 f">= {goal}x" if goal else "report",
                 f"{speedup:.2f}x",
                 speedup >= goal if goal else None,
             )
         )
         p50 = ours["load"][CONCURRENCY_1]["p50_ms"]
-        forward = result["limit"][precision][CONCURRENCY_1]["median_batch_ms"]
+        forward = result["limit"][label][CONCURRENCY_1]["median_batch_ms"]
         found.append(
             Target(
-                f"p50 at concurrency 1, {precision}",
+                f"p50 at concurrency 1, {label}",
                 f"<= batch-1 forward + {LATENCY_SLACK_MS:.0f} ms ({forward + LATENCY_SLACK_MS:.0f} ms)",
                 f"{p50:.0f} ms ({p50 - forward:+.0f} ms)",
                 p50 <= forward + LATENCY_SLACK_MS,
@@ -74,7 +80,7 @@ def targets(document: dict[str, Any], model: str = TARGET_MODEL) -> list[Target]
             cold, cold_baseline = ours["cold_start_s"], baseline["cold_start_s"]
             found.append(
                 Target(
-                    f"cold start (no-archive), {precision}",
+                    f"cold start (no-archive), {label}",
                     f"<= baseline ({cold_baseline:.1f} s)",
                     f"{cold:.1f} s",
                     cold <= cold_baseline,
@@ -84,21 +90,85 @@ def targets(document: dict[str, Any], model: str = TARGET_MODEL) -> list[Target]
         pct = memory["second_worker_added_pct"]
         found.append(
             Target(
-                f"second worker's PSS, {precision}",
+                f"second worker's PSS, {label}",
                 f"<= {SECOND_WORKER_GOAL_PCT:.0f}% of the first" if precision != "int8" else "report",
                 f"+{memory['second_worker_added_pss_mib']:.0f} MiB "
                 f"({pct:.0f}% of {memory['one_worker']['pss']:.0f} MiB)",
                 pct <= SECOND_WORKER_GOAL_PCT if precision != "int8" else None,
             )
         )
+    return found + engine_targets(document, result)
+
+
+def engine_targets(document: dict[str, Any], result: dict[str, Any]) -> list[Target]:
+    """The engines issue's targets: the fastest mode against the baseline and in latency; fp32 engines."""
+    native = bool(set(document["machine"].get("cpu_flags", ())) & set(BF16_FLAGS))
+    kind = "native bf16" if native else "no native bf16"
+    baseline = result["baseline"]["load"][CONCURRENCY_8]["pairs_per_s"]
+    rates = {label: ours["load"][CONCURRENCY_8]["pairs_per_s"] for label, ours in result["ours"].items()}
+    fastest = max(rates, key=lambda label: rates[label])
+    goal = FASTEST_VS_BASELINE_GOAL[kind]
+    speedup = _ratio(rates[fastest], baseline)
+    p50 = result["ours"][fastest]["load"][CONCURRENCY_1]["p50_ms"]
+    found = [
+        Target(
+            f"fastest ({fastest}) / baseline at concurrency 8, {kind}",
+            f">= {goal:.0f}x",
+            f"{speedup:.2f}x",
+            speedup >= goal,
+        ),
+        Target(
+            f"p50 at concurrency 1, fastest ({fastest})",
+            f"<= {FASTEST_P50_GOAL_MS:.0f} ms" if native else "report",
+            f"{p50:.0f} ms",
+            p50 <= FASTEST_P50_GOAL_MS if native else None,
+        ),
+    ]
+    torch_fp32 = result["ours"].get("fp32", {}).get("load", {}).get(SATURATION, {}).get("pairs_per_s")
+    for label, ours in result["ours"].items():
+        if label != "fp32" and label.endswith(" fp32") and torch_fp32:
+            ratio = _ratio(ours["load"][SATURATION]["pairs_per_s"], torch_fp32)
+            name = f"{label} / torch fp32 at saturation (both within 1e-5)"
+            found.append(Target(name, f">= {FP32_ENGINE_GOAL}x", f"{ratio:.2f}x", ratio >= FP32_ENGINE_GOAL))
     return found
+
+
+def cost_per_million(pairs_per_s: float, usd_per_hour: float) -> float:
+    """Dollars per one million embeddings at a measured rate on a machine costing ``usd_per_hour``."""
+    return usd_per_hour / (pairs_per_s * 3600) * 1e6 if pairs_per_s > 0 else float("nan")
+
+
+def _cost_table(result: dict[str, Any], usd_per_hour: float) -> list[str]:
+    workloads = (CONCURRENCY_8, SATURATION)
+    lines = [f"Cost per 1M embeddings at ${usd_per_hour:.3f}/hour (served rate):", ""]
+    lines += ["| server | " + " | ".join(workloads) + " |", "|---|" + "---|" * len(workloads)]
+    servers = [("baseline", result["baseline"])] + [(f"ours {p}", ours) for p, ours in result["ours"].items()]
+    for label, server in servers:
+        costs = [cost_per_million(server["load"][w]["pairs_per_s"], usd_per_hour) for w in workloads]
+        lines.append(f"| {label} | " + " | ".join(f"${_fmt(cost)}" for cost in costs) + " |")
+    return [*lines, ""]
+
+
+def _fidelity_lines(result: dict[str, Any]) -> list[str]:
+    figures = {label: f for label, f in result.get("fidelity", {}).items() if f}
+    if not figures:
+        return []
+    lines = ["Fidelity gate (min / mean cosine to fp32 on the probe set, at build time):", ""]
+    lines += ["| mode | measured with | min | mean | floor | verdict |", "|---|---|---|---|---|---|"]
+    for label, f in figures.items():
+        verdict = "passed" if f["passed"] else ("forced (below the floor)" if f["forced"] else "refused")
+        lines.append(
+            f"| {label} | {f['measured_with']} | {f['min_cosine']:.5f} | {f['mean_cosine']:.5f} | {f['floor']} "
+            f"| {verdict} |"
+        )
+    return [*lines, ""]
 
 
 def _fmt(value: float, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _model_tables(name: str, result: dict[str, Any]) -> list[str]:
+def _model_tables(name: str, result: dict[str, Any], usd_per_hour: float | None = None) -> list[str]:
     precisions = list(result["ours"])
     workloads = list(result["baseline"]["load"])
     lines = [f"### {name}: {result['description']}", ""]
@@ -154,6 +224,9 @@ def _model_tables(name: str, result: dict[str, Any]) -> list[str]:
     if "zip_cold_start_s" in result:
         zipped = ", ".join(f"{k} {v:.1f} s" for k, v in result["zip_cold_start_s"].items())
         lines += ["", f"Cold start with the default (zip .mar) format: {zipped}."]
+    lines += ["", *_fidelity_lines(result)]
+    if usd_per_hour:
+        lines += _cost_table(result, usd_per_hour)
     return [*lines, ""]
 
 
@@ -166,7 +239,8 @@ def markdown(document: dict[str, Any], plot_name: str | None = None) -> str:
         "",
         f"Measured {document['date']} with `{document['command']}` (written by scripts/bench.py; do not edit).",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"Machine: {machine['cpu']} (flags: {', '.join(machine.get('cpu_flags', [])) or 'not listed'}), "
+        f"{machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"GPU: {machine['gpu'] or 'none'}; Python {machine['python']}, torch {machine['torch']}, "
         f"TorchServe {machine['torchserve']}.",
         "",
@@ -192,7 +266,7 @@ def markdown(document: dict[str, Any], plot_name: str | None = None) -> str:
         lines.append("")
     lines += ["## Results", ""]
     for name, result in document["models"].items():
-        lines += _model_tables(name, result)
+        lines += _model_tables(name, result, settings.get("usd_per_hour"))
     return "\n".join(lines)
 
 

@@ -24,7 +24,10 @@ import torch
 from transformers import AutoTokenizer
 
 from handler.encoder import InstructorEncoder
-from handler.settings import HandlerSettings, Precision
+from handler.errors import ModelConfigError
+from handler.fidelity import read_fidelity
+from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, resolve
+from handler.settings import EngineName, HandlerSettings, Precision
 from handler.torchserve_handler import threads_per_worker
 from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
 from toolkit.bench.baseline import build_baseline_archive
@@ -55,6 +58,8 @@ class BenchOptions:
     workdir: Path
     models: tuple[str, ...] = ("large", "base", "minilm")
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.BF16, Precision.INT8)
+    engines: tuple[EngineName, ...] = (EngineName.TORCH,)
+    usd_per_hour: float | None = None
     duration_s: float = 10.0
     min_requests: int = 2
     rounds: int = 2
@@ -78,6 +83,7 @@ def machine() -> dict[str, Any]:
 
     return {
         "cpu": cpu,
+        "cpu_flags": sorted(cpu_flags() & set(REPORTED_CPU_FLAGS)),
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -102,22 +108,51 @@ def model_folder(name: str, cache_dir: Path) -> Path:
     return target
 
 
-def settings_for(model: str, precision: Precision) -> HandlerSettings:
-    return HandlerSettings.from_mapping({"instruction_mode": MODELS[model][1], "precision": precision.value})
+def settings_for(model: str, precision: Precision, engine: EngineName = EngineName.TORCH) -> HandlerSettings:
+    return HandlerSettings.from_mapping(
+        {"instruction_mode": MODELS[model][1], "precision": precision.value, "engine": engine.value}
+    )
 
 
-def measure_limits(model_dir: Path, model: str, pairs: list[Pair], options: BenchOptions) -> dict[str, dict[str, Any]]:
-    """Per precision and workload: the encoder alone on the server's batch composition."""
-    torch.set_num_threads(threads_per_worker(0, options.workers.max_workers, len(os.sched_getaffinity(0))))
+def variant_label(engine: EngineName, precision: Precision) -> str:
+    """``fp32`` for torch (the labels of earlier results), ``openvino bf16`` for other engines."""
+    return precision.value if engine is EngineName.TORCH else f"{engine.value} {precision.value}"
+
+
+def variants(options: BenchOptions) -> dict[str, tuple[EngineName, Precision]]:
+    """Engines x precisions this machine can run; the refused ones are logged and left out."""
+    found = {}
+    for engine in options.engines:
+        for precision in options.precisions:
+            try:
+                resolve(precision, engine, torch.device("cpu"))
+            except ModelConfigError as err:
+                options.log(f"  skipping {variant_label(engine, precision)}: {err}")
+                continue
+            found[variant_label(engine, precision)] = (engine, precision)
+    return found
+
+
+def measure_limits(
+    model: str,
+    archives: dict[str, Path],
+    chosen: dict[str, tuple[EngineName, Precision]],
+    pairs: list[Pair],
+    options: BenchOptions,
+) -> dict[str, dict[str, Any]]:
+    """Per variant and workload: the archive's encoder alone on the server's batch composition."""
+    threads = threads_per_worker(0, options.workers.max_workers, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
     limits: dict[str, dict[str, Any]] = {}
-    for precision in options.precisions:
-        encoder = InstructorEncoder.from_folder(model_dir, settings_for(model, precision))
-        limits[precision.value] = {}
+    for label, (engine, precision) in chosen.items():
+        model_dir = archives[label] / "model"
+        encoder = InstructorEncoder.from_folder(model_dir, settings_for(model, precision, engine), threads=threads)
+        limits[label] = {}
         for workload in WORKLOADS:
             batch = workload.server_batch_pairs(options.workers.batch_size)
             result = measure_limit(encoder, pairs, batch, options.duration_s, min_batches=1)
-            limits[precision.value][workload.name] = result.summary()
-            options.log(f"  limit {precision.value} {workload.name}: {result.pairs_per_s:.2f} pairs/s")
+            limits[label][workload.name] = result.summary()
+            options.log(f"  limit {label} {workload.name}: {result.pairs_per_s:.2f} pairs/s")
         del encoder
     return limits
 
@@ -217,17 +252,26 @@ def bench_model(model: str, options: BenchOptions) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     pairs = make_pairs(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), options.pairs)
     options.log(f"{model}: {MODELS[model][0]} from {model_dir}")
+    chosen = variants(options)
+    ours: dict[str, Path] = {}
+    for label, (engine, precision) in chosen.items():
+        slug = label.replace(" ", "-")
+        ours[label] = build_archive(
+            model_dir,
+            workdir / f"{slug}-store",
+            settings_for(model, precision, engine),
+            options.workers,
+            name=f"ours-{slug}",
+            archive_format="no-archive",
+            force=True,  # the bench measures every mode; the gate's figures are reported beside it
+            say=lambda line, label=label: options.log(f"  {label}: {line}"),
+        )
     result: dict[str, Any] = {
         "description": MODELS[model][0],
-        "limit": measure_limits(model_dir, model, pairs, options),
+        "limit": measure_limits(model, ours, chosen, pairs, options),
+        "fidelity": {label: read_fidelity(archive) for label, archive in ours.items()},
     }
-    archives = {"baseline": build_baseline_archive(model_dir, workdir / "baseline-store", MODELS[model][1])}
-    for precision in options.precisions:
-        settings = settings_for(model, precision)
-        store = workdir / f"{precision.value}-store"
-        archives[precision.value] = build_archive(
-            model_dir, store, settings, options.workers, name=f"ours-{precision.value}", archive_format="no-archive"
-        )
+    archives = {"baseline": build_baseline_archive(model_dir, workdir / "baseline-store", MODELS[model][1])} | ours
     starts = {
         label: cold_start_and_memory(workdir / f"cold-{label}", archive, second_worker=label != "baseline")
         for label, archive in archives.items()
@@ -235,7 +279,7 @@ def bench_model(model: str, options: BenchOptions) -> dict[str, Any]:
     options.log(f"  cold start: { {label: start['cold_start_s'] for label, start in starts.items()} }")
     loads = interleaved_loads(workdir / "load", archives, pairs, options)
     result["baseline"] = starts["baseline"] | {"load": loads["baseline"]}
-    result["ours"] = {p.value: starts[p.value] | {"load": loads[p.value]} for p in options.precisions}
+    result["ours"] = {label: starts[label] | {"load": loads[label]} for label in chosen}
     if options.zip_cold_start:
         zipped = build_archive(
             model_dir, workdir / "zip-store", settings_for(model, Precision.FP32), options.workers, name="ours-fp32"
@@ -261,6 +305,7 @@ def run_benchmark(options: BenchOptions, command: str) -> dict[str, Any]:
             "min_requests": options.min_requests,
             "rounds": options.rounds,
             "pairs": options.pairs,
+            "usd_per_hour": options.usd_per_hour,
             "batch_size": options.workers.batch_size,
             "max_batch_delay_ms": options.workers.max_batch_delay_ms,
             "workloads": [dataclasses.asdict(workload) for workload in WORKLOADS],

@@ -1,0 +1,59 @@
+"""The torch engine: the model's own PyTorch modules (GPUs, and the fp32 reference).
+
+T5 models load as ``T5EncoderModel`` (the decoder is never needed). Weights come from
+safetensors when the folder has them (memory-mapped: workers share the pages when the file is
+already in the serving dtype); transformers reads ``.bin`` with weights_only. bf16 keeps the
+weights in bf16; int8 swaps every Linear for :class:`handler.int8.Int8Linear` (CPU only).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, T5EncoderModel
+
+from handler.errors import ModelConfigError
+from handler.int8 import quantize_linears
+from handler.precision import load_dtype
+from handler.settings import EngineName, Precision
+
+
+class TorchEngine:
+    """A transformers encoder on ``device``, in the dtype of its precision."""
+
+    name = EngineName.TORCH
+
+    def __init__(self, transformer: torch.nn.Module, precision: Precision, device: torch.device) -> None:
+        self.precision = precision
+        self.device = device
+        transformer = transformer.to(device).eval()
+        self.transformer = quantize_linears(transformer) if precision is Precision.INT8 else transformer
+
+    def last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for one padded batch, on the engine's device."""
+        output = self.transformer(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
+        return output.last_hidden_state
+
+
+def load_transformer(model_root: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The folder's transformer (encoder only for T5) from local files, in ``dtype``.
+
+    Raises:
+        ModelConfigError: transformers cannot load the folder.
+    """
+    load_args = {"local_files_only": True}
+    try:
+        config = AutoConfig.from_pretrained(model_root, **load_args)
+        model_class = T5EncoderModel if config.model_type == "t5" else AutoModel
+        return model_class.from_pretrained(model_root, dtype=dtype, **load_args)
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
+        # Unreadable config, weights that do not fit the config, a truncated or non-torch
+        # pytorch_model.bin (a git-lfs pointer): all say the folder is unusable.
+        raise ModelConfigError(f"{model_root}: cannot load the transformer: {err}") from err
+
+
+def load(model_root: Path, precision: Precision, device: torch.device, threads: int | None = None) -> TorchEngine:
+    """The torch engine for a model folder (``threads`` is set process-wide by the handler)."""
+    return TorchEngine(load_transformer(model_root, load_dtype(precision)), precision, device)

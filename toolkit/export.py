@@ -1,0 +1,174 @@
+"""Export the encoder for the OpenVINO engine at build time (workers never export).
+
+``ov.convert_model`` traces the transformers module itself (T5 encoder or BERT) behind a
+two-input wrapper: ``input_ids`` and ``attention_mask``, both (batch, tokens) int64 with
+dynamic axes, and one output, the last hidden state. optimum's T5 export configs are not used:
+its feature-extraction config is seq2seq (wants decoder inputs) and its ``t5-encoder`` config
+has no attention mask. The model is saved in float32 (``compress_to_fp16=False``; the default
+would round the weights to fp16, which T5 does not survive).
+
+int8 is NNCF's post-training quantization (transformer preset), calibrated on instruction +
+text pairs tokenized exactly as the server tokenizes them. The Linear layers whose inputs carry
+outlier activations (measured on the same calibration batches, :func:`outlier_linears`) are
+left out of quantization (NNCF's ignored scope) and run in float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from handler.batching import plan_micro_batches
+from handler.encoder import InstructorEncoder, TokenizedRow
+from handler.engines import OPENVINO_DIR, OPENVINO_MODEL
+from handler.engines.torch_engine import load_transformer
+
+logger = logging.getLogger(__name__)
+
+# A Linear whose input's largest |activation| is this many times its input's RMS holds outliers
+# that one int8 scale per tensor cannot carry (measured: docs/engines.md).
+OUTLIER_RATIO = 40.0
+CALIBRATION_ROWS_PER_BATCH = 8
+
+
+class HiddenStateEncoder(torch.nn.Module):
+    """A transformers encoder with the engine interface: ids + mask in, last hidden state out.
+
+    OpenVINO names a traced Linear ``__module.<its name in this module>/aten::linear/MatMul``.
+    """
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationReport:
+    """What the int8 export did: the layers kept in float and why."""
+
+    ignored_layers: tuple[str, ...]
+    outlier_ratios: dict[str, float]
+    calibration_batches: int
+
+
+def padded_batches(rows: Sequence[TokenizedRow], pad_token_id: int) -> list[dict[str, torch.Tensor]]:
+    """Tokenized rows as the engine sees them: length-sorted, padded batches of ids and mask."""
+    plan = plan_micro_batches(
+        [len(row.input_ids) for row in rows], max_rows=CALIBRATION_ROWS_PER_BATCH, max_tokens=1 << 20
+    )
+    batches = []
+    for indices in plan:
+        width = max(len(rows[index].input_ids) for index in indices)
+        input_ids = torch.full((len(indices), width), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for position, index in enumerate(indices):
+            ids = rows[index].input_ids
+            input_ids[position, : len(ids)] = torch.tensor(ids)
+            attention_mask[position, : len(ids)] = 1
+        batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
+    return batches
+
+
+def convert(model_dir: Path) -> tuple[object, torch.nn.Module]:
+    """The folder's transformer as an OpenVINO model (fp32, dynamic batch and sequence axes)."""
+    import openvino as ov
+
+    module = HiddenStateEncoder(load_transformer(model_dir)).eval()
+    ones = torch.ones((2, 8), dtype=torch.long)
+    example = {"input_ids": ones, "attention_mask": ones}
+    dynamic = ov.PartialShape([-1, -1])
+    with torch.inference_mode():
+        model = ov.convert_model(
+            module,
+            example_input=example,
+            input=[("input_ids", dynamic, ov.Type.i64), ("attention_mask", dynamic, ov.Type.i64)],
+        )
+    model.outputs[0].get_tensor().set_names({"last_hidden_state"})
+    return model, module
+
+
+def outlier_linears(module: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Per Linear layer: the largest |input activation| over the batches divided by the input's RMS."""
+    peaks: dict[str, float] = {}
+    squares: dict[str, list[float]] = {}
+
+    def hook(name: str):
+        def record(_module: torch.nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            values = args[0].detach().float()
+            peaks[name] = max(peaks.get(name, 0.0), float(values.abs().max()))
+            squares.setdefault(name, []).append(float(values.pow(2).mean()))
+
+        return record
+
+    handles = [
+        layer.register_forward_hook(hook(name))
+        for name, layer in module.named_modules()
+        if isinstance(layer, torch.nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                module(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: peaks[name] / max(sum(squares[name]) / len(squares[name]), 1e-30) ** 0.5 for name in peaks}
+
+
+def node_name(linear_name: str) -> str:
+    """The OpenVINO MatMul node of a traced Linear layer of :class:`HiddenStateEncoder`."""
+    return f"__module.{linear_name}/aten::linear/MatMul"
+
+
+def quantize_int8(
+    model: object, module: torch.nn.Module, batches: list[dict[str, torch.Tensor]]
+) -> tuple[object, QuantizationReport]:
+    """Quantize ``model`` in place with NNCF, keeping the outlier-carrying Linear layers in float."""
+    import nncf
+
+    matmuls = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    # Layers the traced graph does not use (BERT's pooler) are not quantized anyway.
+    ratios = {name: ratio for name, ratio in outlier_linears(module, batches).items() if node_name(name) in matmuls}
+    ignored = tuple(sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO))
+    scope = nncf.IgnoredScope(names=[node_name(name) for name in ignored], validate=True)
+    dataset = nncf.Dataset([{key: value.numpy() for key, value in batch.items()} for batch in batches])
+    quantized = nncf.quantize(
+        model,
+        dataset,
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(batches),
+        ignored_scope=scope,
+    )
+    logger.info("int8: %d Linear layers kept in float (outlier ratio > %s): %s", len(ignored), OUTLIER_RATIO, ignored)
+    return quantized, QuantizationReport(ignored, {name: round(ratios[name], 1) for name in ignored}, len(batches))
+
+
+def export_openvino(
+    model_dir: Path,
+    target_model_dir: Path,
+    int8_calibration: Sequence[tuple[str, str]] | None,
+    reference: InstructorEncoder,
+) -> QuantizationReport | None:
+    """Write ``target_model_dir/openvino/encoder.xml`` (+ .bin) from the transformer in ``model_dir``.
+
+    With ``int8_calibration`` pairs the model is quantized to int8 (NNCF), calibrated on them
+    as tokenized by ``reference`` (the same tokenizer and instruction mode as the server).
+    """
+    import openvino as ov
+
+    model, module = convert(model_dir)
+    report = None
+    if int8_calibration is not None:
+        batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
+        model, report = quantize_int8(model, module, batches)
+    target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(target), compress_to_fp16=False)
+    return report
