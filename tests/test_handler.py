@@ -80,7 +80,7 @@ def test_all_bad_batch_never_calls_the_model(
         return encode_rows_reported(rows)
 
     monkeypatch.setattr(handler.encoder, "encode_rows_reported", spy)
-    hook = handler.encoder.transformer.register_forward_hook(lambda *_: calls.append("forward"))
+    hook = handler.encoder.engine.transformer.register_forward_hook(lambda *_: calls.append("forward"))
     try:
         results = run_batch(handler, unpacked_archive, [{"body": {}}, {"body": {"inputs": []}}])
         assert [status for status, _ in results] == [400, 400]
@@ -130,7 +130,7 @@ def test_out_of_memory_in_the_model_is_507_and_the_worker_keeps_serving(
     def out_of_memory(module: torch.nn.Module, args: object) -> None:
         raise exhausted
 
-    hook = handler.encoder.transformer.register_forward_pre_hook(out_of_memory)
+    hook = handler.encoder.engine.transformer.register_forward_pre_hook(out_of_memory)
     try:
         entries = [{"body": {"inputs": ["", "x"]}}, {"body": {"input": ["a", "b"]}}, {"body": {"inputs": 5}}]
         results = run_batch(handler, unpacked_archive, entries)
