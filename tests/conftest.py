@@ -31,6 +31,9 @@ BATCHING = WorkerConfig(min_workers=1, max_workers=1, batch_size=4, max_batch_de
 # The shared server's tiny archive: a worker cap (2) that differs from both the registration's
 # initial_workers (1) and config.properties' default_workers_per_model (1), and a short delay.
 SERVED = WorkerConfig(min_workers=1, max_workers=2, batch_size=4, max_batch_delay_ms=20)
+# Batches that only leave when full: tests that check batching send batch_size requests at a time,
+# so what they observe never depends on the clock of a loaded machine.
+FULL_BATCHES = WorkerConfig(batch_size=4, max_batch_delay_ms=10_000)
 SERVER_SCRIPTS = ("serve.py", "container_entrypoint.py")
 _CURRENT_ITEM: list[pytest.Item] = []
 

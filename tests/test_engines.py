@@ -21,7 +21,7 @@ from handler.engines import EngineUnavailableError, load_engine
 from handler.precision import resolve
 from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
-from tests.conftest import BATCHING
+from tests.conftest import FULL_BATCHES
 from toolkit import cli
 from toolkit.archive import build_archive
 from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint, run_gate
@@ -167,7 +167,7 @@ def test_cli_names_the_gate_figure_and_force_builds(
 def test_each_engine_served_end_to_end_with_batched_mixed_instructions(
     tmp_path: Path, tiny_model_dir: Path, tiny_encoder: InstructorEncoder
 ) -> None:
-    """One TorchServe, one archive per engine and mode; concurrent mixed-instruction requests batch together."""
+    """One TorchServe, an archive per engine and mode; 8 concurrent mixed-instruction requests: full batches of 4."""
     store = tmp_path / "store"
     variants = {
         "tiny-torch-fp32": (settings("exclude"), 1e-5),
@@ -176,7 +176,7 @@ def test_each_engine_served_end_to_end_with_batched_mixed_instructions(
         "tiny-torch-auto": (settings("exclude", "torch", "auto"), None),
     }
     for name, (wanted, _) in variants.items():
-        build_archive(tiny_model_dir, store, wanted, BATCHING, name=name)
+        build_archive(tiny_model_dir, store, wanted, FULL_BATCHES, name=name)
     bodies = [{"inputs": [list(pair) for pair in PAIRS[index : index + 3]]} for index in range(0, 24, 3)]
     expected = [tiny_encoder.encode(PAIRS[index : index + 3]) for index in range(0, 24, 3)]
     with running_server(tmp_path / "server", store) as server:

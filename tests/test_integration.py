@@ -19,7 +19,7 @@ import requests
 
 from handler.encoder import InstructorEncoder
 from tests.cases import SCIENCE, TEXT, WIKI
-from tests.conftest import EXCLUDE, SERVED, RunningServer, registered_model
+from tests.conftest import EXCLUDE, FULL_BATCHES, SERVED, RunningServer, registered_model
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
 from toolkit.management import ManagementError
@@ -100,7 +100,6 @@ def test_too_many_pairs_gets_413(registered: RunningServer) -> None:
 
 # Batches of 4 with a delay no test waits for: 8 requests sent together always form two full
 # batches (TorchServe dispatches a batch the moment it is full), whatever the machine's load.
-FULL_BATCHES = WorkerConfig(batch_size=4, max_batch_delay_ms=10_000)
 BATCHED = "batched"
 
 

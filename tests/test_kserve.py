@@ -14,15 +14,14 @@ import requests
 import yaml
 
 from handler.encoder import InstructorEncoder
-from tests.conftest import EXCLUDE, REPO_ROOT
+from tests.conftest import EXCLUDE, FULL_BATCHES, REPO_ROOT
 from toolkit import server
-from toolkit.archive import WorkerConfig, build_archive
+from toolkit.archive import build_archive
 from toolkit.kserve import ManifestError, lay_out_storage, validate_files, validate_manifest
 
 DEPLOY = REPO_ROOT / "deploy"
 # Batches of 4 with a delay no test waits for: requests sent 4 at a time always form full batches
 # (TorchServe dispatches a batch the moment it is full), whatever the machine's load.
-FULL_BATCHES = WorkerConfig(batch_size=4, max_batch_delay_ms=10_000)
 
 
 @pytest.fixture(scope="module")
