@@ -197,12 +197,7 @@ class InstructorEncoder:
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Embed pairs in length-sorted micro-batches; rows come back in input order."""
-        return self.encode_counted(pairs)[0]
-
-    def encode_counted(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, list[int]]:
-        """:meth:`encode`, plus the tokens each pair used (after truncation)."""
-        rows = self.tokenize(pairs)
-        return self.encode_rows(rows), [len(row.input_ids) for row in rows]
+        return self.encode_rows(self.tokenize(pairs))
 
     def encode_rows(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
         """Embed tokenized rows in length-sorted micro-batches; vectors come back in row order."""

@@ -62,123 +62,75 @@ PUBLISHED_NDCG_AT_10: dict[str, dict[str, float]] = {
     "arguana": {"instructor-base": 52.03, "instructor-xl": 55.65},
 }
 
+# instructor-base and -large share every instruction but ArguAna's.
+_BASE_INSTRUCTIONS: dict[str, TaskInstructions] = {
+    "scifact": TaskInstructions(
+        query="Represent a Scientific query for retrieving a supporting passage; ",
+        corpus="represent the Scientific passage for retrieval; ",
+    ),
+    "nfcorpus": TaskInstructions(
+        query="Represent the Medicine question for retrieving a relevant document: ",
+        corpus="Represent the medical document for retrieval: ",
+    ),
+    "arguana": TaskInstructions(
+        query="Represent the Debate argument for retrieving a counter-argument: ",
+        corpus="Represent the Counter debate argument: ",
+    ),
+    "fiqa": TaskInstructions(
+        query="Represent the finance question for retrieving the supporting answers: ",
+        corpus="Represent the finance answer for retrieval: ",
+    ),
+    "trec-covid": TaskInstructions(
+        query="Represent the Coronavirus question for retrieving supporting documents: ",
+        corpus="Represent the Coronavirus document for retrieval: ",
+    ),
+    "scidocs": TaskInstructions(
+        query="Represent a Science question for retrieving supporting papers: ",
+        corpus="Represent the Science paper: ",
+    ),
+    "quora": TaskInstructions(
+        query="Represent the Quora question for retrieving duplicate questions: ",
+        corpus="Represent the Quora question for retrieving duplicate questions: ",
+    ),
+    "nq": TaskInstructions(
+        query="Represent the Wikipedia question for retrieving supporting documents: ",
+        corpus="Represent the document for retrieval: ",
+    ),
+    "hotpotqa": TaskInstructions(
+        query="Represent the Wikipedia question for retrieving supporting documents: ",
+        corpus="Represent the document for retrieval: ",
+    ),
+    "fever": TaskInstructions(
+        query="Represent the fact for retrieving supporting evidence: ",
+        corpus="Represent the evidence for retrieval: ",
+    ),
+    "climate-fever": TaskInstructions(
+        query="Represent the Climate question for retrieving supporting documents: ",
+        corpus="Represent the document for retrieval: ",
+    ),
+    "dbpedia-entity": TaskInstructions(
+        query="Represent the Wikipedia sentence for retrieving supporting documents: ",
+        corpus="Represent the document for retrieval: ",
+    ),
+    "msmarco": TaskInstructions(
+        query="Represent the question for retrieving supporting documents: ",
+        corpus="Represent the document for retrieval: ",
+    ),
+    "webis-touche2020": TaskInstructions(
+        query="Represent a question: ",
+        corpus="Represent an argument: ",
+    ),
+}
+_LARGE_INSTRUCTIONS = _BASE_INSTRUCTIONS | {
+    "arguana": TaskInstructions(
+        query="Represent a Debate argument for retrieving a counter-argument: ",
+        corpus="Represent a Counter-argument: ",
+    ),
+}
+
 INSTRUCTOR_INSTRUCTIONS: dict[str, dict[str, TaskInstructions]] = {
-    "instructor-base": {
-        "scifact": TaskInstructions(
-            query="Represent a Scientific query for retrieving a supporting passage; ",
-            corpus="represent the Scientific passage for retrieval; ",
-        ),
-        "nfcorpus": TaskInstructions(
-            query="Represent the Medicine question for retrieving a relevant document: ",
-            corpus="Represent the medical document for retrieval: ",
-        ),
-        "arguana": TaskInstructions(
-            query="Represent the Debate argument for retrieving a counter-argument: ",
-            corpus="Represent the Counter debate argument: ",
-        ),
-        "fiqa": TaskInstructions(
-            query="Represent the finance question for retrieving the supporting answers: ",
-            corpus="Represent the finance answer for retrieval: ",
-        ),
-        "trec-covid": TaskInstructions(
-            query="Represent the Coronavirus question for retrieving supporting documents: ",
-            corpus="Represent the Coronavirus document for retrieval: ",
-        ),
-        "scidocs": TaskInstructions(
-            query="Represent a Science question for retrieving supporting papers: ",
-            corpus="Represent the Science paper: ",
-        ),
-        "quora": TaskInstructions(
-            query="Represent the Quora question for retrieving duplicate questions: ",
-            corpus="Represent the Quora question for retrieving duplicate questions: ",
-        ),
-        "nq": TaskInstructions(
-            query="Represent the Wikipedia question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "hotpotqa": TaskInstructions(
-            query="Represent the Wikipedia question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "fever": TaskInstructions(
-            query="Represent the fact for retrieving supporting evidence: ",
-            corpus="Represent the evidence for retrieval: ",
-        ),
-        "climate-fever": TaskInstructions(
-            query="Represent the Climate question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "dbpedia-entity": TaskInstructions(
-            query="Represent the Wikipedia sentence for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "msmarco": TaskInstructions(
-            query="Represent the question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "webis-touche2020": TaskInstructions(
-            query="Represent a question: ",
-            corpus="Represent an argument: ",
-        ),
-    },
-    "instructor-large": {
-        "scifact": TaskInstructions(
-            query="Represent a Scientific query for retrieving a supporting passage; ",
-            corpus="represent the Scientific passage for retrieval; ",
-        ),
-        "nfcorpus": TaskInstructions(
-            query="Represent the Medicine question for retrieving a relevant document: ",
-            corpus="Represent the medical document for retrieval: ",
-        ),
-        "arguana": TaskInstructions(
-            query="Represent a Debate argument for retrieving a counter-argument: ",
-            corpus="Represent a Counter-argument: ",
-        ),
-        "fiqa": TaskInstructions(
-            query="Represent the finance question for retrieving the supporting answers: ",
-            corpus="Represent the finance answer for retrieval: ",
-        ),
-        "trec-covid": TaskInstructions(
-            query="Represent the Coronavirus question for retrieving supporting documents: ",
-            corpus="Represent the Coronavirus document for retrieval: ",
-        ),
-        "scidocs": TaskInstructions(
-            query="Represent a Science question for retrieving supporting papers: ",
-            corpus="Represent the Science paper: ",
-        ),
-        "quora": TaskInstructions(
-            query="Represent the Quora question for retrieving duplicate questions: ",
-            corpus="Represent the Quora question for retrieving duplicate questions: ",
-        ),
-        "nq": TaskInstructions(
-            query="Represent the Wikipedia question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "hotpotqa": TaskInstructions(
-            query="Represent the Wikipedia question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "fever": TaskInstructions(
-            query="Represent the fact for retrieving supporting evidence: ",
-            corpus="Represent the evidence for retrieval: ",
-        ),
-        "climate-fever": TaskInstructions(
-            query="Represent the Climate question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "dbpedia-entity": TaskInstructions(
-            query="Represent the Wikipedia sentence for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "msmarco": TaskInstructions(
-            query="Represent the question for retrieving supporting documents: ",
-            corpus="Represent the document for retrieval: ",
-        ),
-        "webis-touche2020": TaskInstructions(
-            query="Represent a question: ",
-            corpus="Represent an argument: ",
-        ),
-    },
+    "instructor-base": _BASE_INSTRUCTIONS,
+    "instructor-large": _LARGE_INSTRUCTIONS,
     "instructor-xl": {
         "scifact": TaskInstructions(
             query="Represent the Scientific queries for retrieving a supporting passage: ",
