@@ -7,10 +7,12 @@ request gets exactly its own answers in its own order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
 from handler.request_parsing import EmbeddingRequest
+from handler.settings import EngineName, HandlerSettings, Precision
 
 T = TypeVar("T")
 
@@ -39,6 +41,59 @@ def split_by_request(requests: Sequence[EmbeddingRequest | None], rows: Sequence
         answers.append(list(rows[start:end]))
         start = end
     return answers
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroBatchLimits:
+    """Bounds of one forward pass (see :func:`plan_micro_batches`) and where they came from."""
+
+    rows: int
+    tokens: int
+    padding_pct: int
+    source: str
+    length_multiple: int = 1
+
+    def padded_width(self, longest: int, max_length: int) -> int:
+        """A micro-batch's tensor width: its longest row rounded up to ``length_multiple``, within ``max_length``.
+
+        Engines cache work per input shape (OpenVINO's CPU plugin, oneDNN): a width seen before
+        runs faster than a new one, and rounding makes widths repeat. The extra positions are
+        masked out like any padding.
+        """
+        rounded = -(-longest // self.length_multiple) * self.length_multiple
+        return max(longest, min(rounded, max_length))
+
+    def describe(self) -> dict[str, int | str]:
+        return dataclasses.asdict(self)
+
+
+# (padding_pct, rows) per engine and the precision the worker computes in, where measurement moved
+# them off DEFAULT_LIMITS: `python -m toolkit.bench.batching_sweep` on instructor-large's shape,
+# 2-core Xeon with AMX (docs/engines.md, "Micro-batch limits"). A 40% bound gained 3-6% on batches
+# of 8 single-pair requests; 8 rows kept 2 x 32-pair batches as fast as before (32 rows with
+# a loose bound lost 12-35% there: padded positions cost the same work whatever the matrix size).
+MEASURED_LIMITS: dict[tuple[EngineName, Precision], tuple[int, int]] = {
+    (EngineName.OPENVINO, Precision.BF16): (40, 8),
+    (EngineName.OPENVINO, Precision.INT8): (40, 8),
+}
+# Tuned for torch fp32 (docs/benchmarks/cpu-2core.md); torch bf16 measured no better with others.
+DEFAULT_LIMITS = (20, 32)
+
+
+def micro_batch_limits(settings: HandlerSettings, engine: EngineName, precision: Precision) -> MicroBatchLimits:
+    """The archive's own limits where it sets them, else the defaults measured for the engine and precision."""
+    padding_pct, rows = MEASURED_LIMITS.get((engine, precision), DEFAULT_LIMITS)
+    measured = (engine, precision) in MEASURED_LIMITS
+    source = f"{engine.value} {precision.value} default" if measured else "default"
+    if settings.micro_batch_padding_pct is not None or settings.micro_batch_rows is not None:
+        source = "handler settings"
+    return MicroBatchLimits(
+        rows=settings.micro_batch_rows if settings.micro_batch_rows is not None else rows,
+        tokens=settings.micro_batch_tokens,
+        padding_pct=settings.micro_batch_padding_pct if settings.micro_batch_padding_pct is not None else padding_pct,
+        source=source,
+        length_multiple=settings.micro_batch_length_multiple,
+    )
 
 
 def plan_micro_batches(
@@ -71,6 +126,13 @@ def plan_micro_batches(
     return batches
 
 
-def padding_tokens(plan: Sequence[Sequence[int]], lengths: Sequence[int]) -> int:
-    """Padded positions a plan computes: per micro-batch, rows x its longest length minus the real tokens."""
-    return sum(len(indices) * max(lengths[i] for i in indices) - sum(lengths[i] for i in indices) for indices in plan)
+def padding_tokens(plan: Sequence[Sequence[int]], lengths: Sequence[int], widths: Sequence[int] | None = None) -> int:
+    """Padded positions a plan computes: per micro-batch, rows x its width minus the real tokens.
+
+    The width is the micro-batch's longest length unless ``widths`` gives it (one per micro-batch).
+    """
+    if widths is None:
+        widths = [max(lengths[i] for i in indices) for indices in plan]
+    return sum(
+        len(indices) * width - sum(lengths[i] for i in indices) for indices, width in zip(plan, widths, strict=True)
+    )

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from handler import precision as precisions
-from handler.batching import padding_tokens, plan_micro_batches
+from handler.batching import MicroBatchLimits, micro_batch_limits, padding_tokens, plan_micro_batches
 from handler.engines import Engine, load_engine
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
@@ -154,6 +154,11 @@ class InstructorEncoder:
             resolved=resolved,
         )
 
+    @property
+    def limits(self) -> MicroBatchLimits:
+        """This worker's micro-batch bounds: the settings', else its engine and precision's defaults."""
+        return micro_batch_limits(self.settings, self.engine.name, self.resolved.precision)
+
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedRow]:
         """Token ids and pooling context per pair, following ``settings.instruction_mode``."""
         mode = self.settings.instruction_mode
@@ -207,25 +212,21 @@ class InstructorEncoder:
     def encode_rows_reported(self, rows: Sequence[TokenizedRow]) -> tuple[torch.Tensor, EncodeReport]:
         """:meth:`encode_rows`, plus what it took (micro-batches, padding, time in the forward passes)."""
         lengths = [len(row.input_ids) for row in rows]
-        plan = plan_micro_batches(
-            lengths,
-            max_rows=self.settings.micro_batch_rows,
-            max_tokens=self.settings.micro_batch_tokens,
-            max_padding_pct=self.settings.micro_batch_padding_pct,
-        )
+        limits = self.limits
+        plan = plan_micro_batches(lengths, limits.rows, limits.tokens, limits.padding_pct)
+        widths = [limits.padded_width(max(lengths[i] for i in indices), self.settings.max_length) for indices in plan]
         vectors: list[torch.Tensor | None] = [None] * len(rows)
         engine_seconds = 0.0
-        for indices in plan:
+        for indices, width in zip(plan, widths, strict=True):
             started = time.perf_counter()
-            embedded = self._forward([rows[index] for index in indices])
+            embedded = self._forward([rows[index] for index in indices], width)
             engine_seconds += time.perf_counter() - started
             for index, vector in zip(indices, embedded, strict=True):
                 vectors[index] = vector
-        report = EncodeReport(len(plan), padding_tokens(plan, lengths), engine_seconds)
+        report = EncodeReport(len(plan), padding_tokens(plan, lengths, widths), engine_seconds)
         return (torch.stack(vectors) if vectors else torch.empty(0)), report
 
-    def _forward(self, rows: Sequence[TokenizedRow]) -> torch.Tensor:
-        width = max(len(row.input_ids) for row in rows)
+    def _forward(self, rows: Sequence[TokenizedRow], width: int) -> torch.Tensor:
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for index, row in enumerate(rows):

@@ -57,6 +57,9 @@ TOKENIZE_SECONDS = MetricSpec(
     "instructor_tokenize_seconds", "s", MetricTypes.HISTOGRAM, "time tokenizing a batch's pairs"
 )
 ENGINE_SECONDS = MetricSpec("instructor_engine_seconds", "s", MetricTypes.HISTOGRAM, "time in a batch's forward passes")
+HANDLE_SECONDS = MetricSpec(
+    "instructor_handle_seconds", "s", MetricTypes.HISTOGRAM, "time in handle() for a batch: parse, encode, answers"
+)
 METRICS = (
     BATCH_REQUESTS,
     BATCH_PAIRS,
@@ -64,6 +67,7 @@ METRICS = (
     PADDING_RATIO,
     TOKENIZE_SECONDS,
     ENGINE_SECONDS,
+    HANDLE_SECONDS,
     PAIRS,
     TOKENS,
     TRUNCATED,
@@ -82,6 +86,7 @@ class BatchStats:
     truncated: int = 0
     tokenize_seconds: float | None = None
     encode: EncodeReport | None = None
+    handle_seconds: float | None = None
 
     def samples(self) -> list[tuple[MetricSpec, float, tuple[str, ...]]]:
         """(metric, value, extra label values) to emit, requests last: when they are scraped, the rest is."""
@@ -91,6 +96,8 @@ class BatchStats:
         ]
         if self.tokenize_seconds is not None:
             samples.append((TOKENIZE_SECONDS, self.tokenize_seconds, ()))
+        if self.handle_seconds is not None:
+            samples.append((HANDLE_SECONDS, self.handle_seconds, ()))
         if self.encode is not None:
             computed = self.tokens + self.encode.padding_tokens
             samples += [

@@ -64,10 +64,15 @@ class HandlerSettings:
         engine: the runtime of the forward pass (:class:`EngineName`), torch by default.
         max_length: tokens per input after truncation (INSTRUCTOR hard-codes 512).
         max_items_per_request: pairs one request may carry; more is answered 413.
-        micro_batch_rows: most rows in one forward pass.
+        micro_batch_rows: most rows in one forward pass; ``None``: the engine and precision's
+            measured default (:func:`handler.batching.micro_batch_limits`).
         micro_batch_tokens: most padded tokens (rows x longest row) in one forward pass.
         micro_batch_padding_pct: a row joins a micro-batch only when it is at most this many
-            percent shorter than the micro-batch's longest row (bounds wasted padding).
+            percent shorter than the micro-batch's longest row (bounds wasted padding); ``None``:
+            the engine and precision's measured default.
+        micro_batch_length_multiple: a forward pass's width is its longest row rounded up to a
+            multiple of this (within ``max_length``), so input shapes repeat and engines reuse
+            the work they cache per shape; 1 turns it off.
         torch_threads: intra-op threads per worker; 0 means CPUs divided by ``maxWorkers``.
         model_subdir: folder inside the archive that holds the model files.
     """
@@ -77,9 +82,10 @@ class HandlerSettings:
     engine: EngineName = EngineName.TORCH
     max_length: int = 512
     max_items_per_request: int = 128
-    micro_batch_rows: int = 32
+    micro_batch_rows: int | None = None
     micro_batch_tokens: int = 16384
-    micro_batch_padding_pct: int = 20
+    micro_batch_padding_pct: int | None = None
+    micro_batch_length_multiple: int = 16
     torch_threads: int = 0
     model_subdir: str = "model"
 
@@ -107,6 +113,8 @@ class HandlerSettings:
             if name == "model_subdir":
                 if not isinstance(value, str) or not value:
                     raise ModelConfigError("handler setting 'model_subdir' must be a non-empty string")
+            elif value is None and name in ENGINE_DEFAULTED:
+                continue
             elif not isinstance(value, int) or isinstance(value, bool):
                 raise ModelConfigError(f"handler setting '{name}' must be an integer, got {value!r}")
         settings = cls(**raw)
@@ -114,11 +122,18 @@ class HandlerSettings:
         return settings
 
     def _check_ranges(self) -> None:
-        positive = ("max_length", "max_items_per_request", "micro_batch_rows", "micro_batch_tokens")
+        positive = (
+            "max_length",
+            "max_items_per_request",
+            "micro_batch_rows",
+            "micro_batch_tokens",
+            "micro_batch_length_multiple",
+        )
         for name in positive:
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ModelConfigError(f"handler setting '{name}' must be at least 1")
-        if not 0 <= self.micro_batch_padding_pct <= 100:
+        if self.micro_batch_padding_pct is not None and not 0 <= self.micro_batch_padding_pct <= 100:
             raise ModelConfigError("handler setting 'micro_batch_padding_pct' must be between 0 and 100")
         if self.torch_threads < 0:
             raise ModelConfigError("handler setting 'torch_threads' must be 0 (auto) or more")
@@ -135,6 +150,9 @@ class HandlerSettings:
             values[name] = getattr(self, name).value
         return values
 
+
+# Settings left out (or null) take the default measured for the worker's engine and precision.
+ENGINE_DEFAULTED = ("micro_batch_rows", "micro_batch_padding_pct")
 
 # Settings whose values are names of an enum's members.
 ENUM_SETTINGS: dict[str, type[enum.StrEnum]] = {

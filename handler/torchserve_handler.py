@@ -58,6 +58,7 @@ def worker_details(encoder: InstructorEncoder, fidelity: dict[str, Any] | None) 
         "precision": encoder.resolved.precision.value,
         "requested_precision": encoder.resolved.requested.value,
         "reason": encoder.resolved.reason,
+        "micro_batch": encoder.limits.describe(),
         "fidelity": fidelity,
     }
 
@@ -93,12 +94,14 @@ class InstructorHandler(BaseHandler):
         self.details = worker_details(self.encoder, read_fidelity(archive_dir))
         self.initialized = True
         logger.info(
-            "INSTRUCTOR handler ready: device=%s threads=%d engine=%s precision=%s (%s) fidelity=%s settings=%s",
+            "INSTRUCTOR handler ready: device=%s threads=%d engine=%s precision=%s (%s) micro_batch=%s fidelity=%s "
+            "settings=%s",
             device,
             threads or torch.get_num_threads(),
             self.settings.engine.value,
             self.encoder.resolved.precision.value,
             self.encoder.resolved.reason,
+            json.dumps(self.details["micro_batch"]),
             json.dumps(self.details["fidelity"]),
             self.settings.to_mapping(),
         )
@@ -109,6 +112,7 @@ class InstructorHandler(BaseHandler):
         if context.get_request_header(0, "describe") == "True":
             # GET /models/NAME?customized=true: not a request to embed or count.
             return [json.dumps(self.describe_handle()).encode("utf-8")]
+        started = time.perf_counter()
         requests: list[EmbeddingRequest | None] = []
         errors: dict[int, ServingError] = {}
         for index, request in enumerate(data):
@@ -130,6 +134,7 @@ class InstructorHandler(BaseHandler):
             for index in range(len(data))
         ]
         stats.statuses = [int(errors[index].status) if index in errors else 200 for index in range(len(data))]
+        stats.handle_seconds = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.record(stats)
         return bodies

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from handler.batching import flatten_pairs, plan_micro_batches, split_by_request
+from handler.batching import DEFAULT_LIMITS, flatten_pairs, micro_batch_limits, plan_micro_batches, split_by_request
 from handler.request_parsing import EmbeddingRequest
+from handler.settings import EngineName, HandlerSettings, Precision
 
 REQUESTS = [
     EmbeddingRequest((("a", "1"),), single=True),
@@ -62,3 +63,39 @@ def test_plan_bounds_padding_waste() -> None:
         longest = max(lengths[index] for index in batch)
         assert all(lengths[index] >= 0.8 * longest for index in batch)
     assert plan_micro_batches(lengths, max_rows=32, max_tokens=16384, max_padding_pct=100) == [list(range(7))]
+
+
+def test_limits_follow_the_engine_and_precision_the_worker_computes_in() -> None:
+    unset = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
+    openvino_int8 = micro_batch_limits(unset, EngineName.OPENVINO, Precision.INT8)
+    assert (openvino_int8.padding_pct, openvino_int8.rows) == (40, 8)
+    assert openvino_int8.source == "openvino int8 default"
+    torch_fp32 = micro_batch_limits(unset, EngineName.TORCH, Precision.FP32)
+    assert (torch_fp32.padding_pct, torch_fp32.rows, torch_fp32.source) == (*DEFAULT_LIMITS, "default")
+    assert torch_fp32.tokens == unset.micro_batch_tokens
+
+
+def test_limits_set_in_the_archive_win_over_the_engine_defaults() -> None:
+    mapping = {"instruction_mode": "exclude", "micro_batch_padding_pct": 0, "micro_batch_rows": None}
+    limits = micro_batch_limits(HandlerSettings.from_mapping(mapping), EngineName.OPENVINO, Precision.BF16)
+    assert (limits.padding_pct, limits.rows, limits.source) == (0, 8, "handler settings")
+
+
+@pytest.mark.parametrize(
+    ("longest", "max_length", "width"),
+    [(17, 512, 32), (32, 512, 32), (500, 512, 512), (600, 512, 600), (30, 20, 30), (10, 20, 16), (18, 20, 20)],
+)
+def test_widths_round_up_to_the_multiple_within_max_length(longest: int, max_length: int, width: int) -> None:
+    limits = micro_batch_limits(
+        HandlerSettings.from_mapping(
+            {
+                "instruction_mode": "exclude",
+                "micro_batch_length_multiple": 16,
+                "max_length": max_length,
+                "micro_batch_tokens": 1024,
+            }
+        ),
+        EngineName.TORCH,
+        Precision.FP32,
+    )
+    assert limits.padded_width(longest, max_length) == width

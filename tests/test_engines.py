@@ -200,6 +200,8 @@ def test_each_engine_served_end_to_end_with_batched_mixed_instructions(
         auto_details = auto["customizedMetadata"]
         log = server.model_log()
     assert details["engine"] == "openvino" and details["precision"] == "int8"
+    assert details["micro_batch"]["source"] == "openvino int8 default"
+    assert auto_details["micro_batch"]["source"] in ("default", "handler settings")
     assert details["fidelity"]["passed"] and details["fidelity"]["min_cosine"] >= MIN_COSINE[Precision.INT8]
     # auto is decided by the serving machine's own flags: compare with the same decision, never assume it.
     assert auto_details["precision"] == resolve(Precision.AUTO, EngineName.TORCH, CPU).precision.value

@@ -135,9 +135,13 @@ def test_metrics_count_known_traffic_exactly(metered: RunningServer, short_encod
     assert delta(before, after, "instructor_batch_micro_batches_count") == 4
     assert delta(before, after, "instructor_batch_micro_batches_sum") == sum(r.micro_batches for r in reports)
     assert 0 < delta(before, after, "instructor_engine_seconds_sum") < 60
+    # handle() wraps every batch, the rejected ones too, and holds the forward passes.
+    assert delta(before, after, "instructor_handle_seconds_count") == 6
+    handled = delta(before, after, "instructor_handle_seconds_sum")
+    assert handled >= delta(before, after, "instructor_engine_seconds_sum")
     # Every series carries the model's name, and TorchServe adds the host.
     names = {name for name, labels in after if name.startswith("instructor_") and ("ModelName", NAME) in labels}
-    assert len(names) == 11 + 6 * 2  # 5 counters + 6 histograms (_bucket, _count, _sum), no _created
+    assert len(names) == 12 + 7 * 2  # 5 counters + 7 histograms (_bucket, _count, _sum), no _created
     assert all({"ModelName", "Hostname"} <= {key for key, _ in labels} for name, labels in after if name in names)
 
 

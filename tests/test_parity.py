@@ -123,3 +123,18 @@ def test_dense_activation_and_max_length_match_the_reference(
     assert max_difference(actual, reference.encode(pairs)) <= TOLERANCE
     # The variant really differs from the tiny model at 512 tokens, so the check above means something.
     assert max_difference(actual, tiny_encoder.encode([tuple(pair) for pair in pairs])) > 1e-3
+
+
+def test_rounding_widths_to_a_multiple_leaves_the_vectors_unchanged(tiny_encoder: InstructorEncoder) -> None:
+    """Extra masked positions (``micro_batch_length_multiple``) change no vector beyond float noise."""
+    pairs = [tuple(pair) for name in ("mixed_batch", "one_text_two_instructions") for pair in PARITY_CASES[name]]
+    settings = tiny_encoder.settings
+    try:
+        tiny_encoder.settings = dataclasses.replace(settings, micro_batch_length_multiple=1)
+        exact, exact_report = tiny_encoder.encode_rows_reported(tiny_encoder.tokenize(pairs))
+        tiny_encoder.settings = dataclasses.replace(settings, micro_batch_length_multiple=64)
+        rounded, rounded_report = tiny_encoder.encode_rows_reported(tiny_encoder.tokenize(pairs))
+    finally:
+        tiny_encoder.settings = settings
+    assert float((rounded - exact).abs().max()) <= 1e-6
+    assert rounded_report.padding_tokens > exact_report.padding_tokens  # the extra positions are counted

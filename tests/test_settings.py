@@ -40,6 +40,8 @@ def test_round_trip_through_mapping() -> None:
         ({"instruction_mode": "exclude", "torch_threads": -1}, "'torch_threads' must be 0 (auto) or more"),
         ({"instruction_mode": "exclude", "micro_batch_tokens": 100}, "must be at least 'max_length' (512)"),
         ({"instruction_mode": "exclude", "micro_batch_padding_pct": 101}, "between 0 and 100"),
+        ({"instruction_mode": "exclude", "micro_batch_rows": 0}, "'micro_batch_rows' must be at least 1"),
+        ({"instruction_mode": "exclude", "micro_batch_tokens": None}, "'micro_batch_tokens' must be an integer"),
         (
             {"instruction_mode": "exclude", "precision": "fp16"},
             "'precision' must be one of ['fp32', 'bf16', 'int8', 'auto']",
