@@ -19,8 +19,9 @@ import torch
 
 from handler.encoder import InstructorEncoder
 from handler.settings import EngineName, Precision
-from tests.conftest import RunningServer, registered_model
-from toolkit.bench import report
+from tests.conftest import EXCLUDE, RunningServer, registered_model
+from toolkit.archive import WorkerConfig, build_archive
+from toolkit.bench import batching_sweep, overhead, report
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.cli import default_stem, write_results
 from toolkit.bench.limit import measure_limit
@@ -247,3 +248,43 @@ def test_engine_targets_cost_and_the_file_name_follow_the_cpu_features(tmp_path:
         "cpu-2core-amx-avx512bf16-vnni"
     )
     assert default_stem({"gpu": None, "cores": 2, "cpu_flags": ["avx2"]}) == "cpu-2core-no-bf16"
+
+
+def test_batching_sweep_times_every_setting_and_counts_rounded_padding(tiny_encoder: InstructorEncoder) -> None:
+    rows = tiny_encoder.tokenize(make_pairs(lambda text: len(text.split()), 16))
+    results = batching_sweep.sweep(tiny_encoder, {"8 pairs": [rows[:8], rows[8:16]]}, 0.01)
+    settings = {f"padding {p}%, rows {r}" for p in batching_sweep.PADDING_PCTS for r in batching_sweep.ROWS}
+    assert set(results["8 pairs"]) == settings
+    for entry in results["8 pairs"].values():
+        assert len(entry["pairs_per_s"]) == batching_sweep.ROUNDS and min(entry["pairs_per_s"]) > 0
+    # Widths round up to 16, so even "no padding" computes padded positions, and fewer passes pad more.
+    assert 0 < results["8 pairs"]["padding 0%, rows 8"]["padding_share"] < 1
+    one_pass = results["8 pairs"]["padding 100%, rows 32"]
+    assert one_pass["forward_passes"] == 2 and one_pass["padding_share"] > 0
+    assert tiny_encoder.settings.micro_batch_padding_pct is None  # restored
+
+
+def test_shape_reuse_times_each_multiple_on_a_fresh_encoder(tiny_model_dir: Path) -> None:
+    loaded: list[InstructorEncoder] = []
+
+    def load() -> InstructorEncoder:
+        loaded.append(InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE))
+        return loaded[-1]
+
+    results = batching_sweep.shape_reuse(load, [1, 16], pairs_count=8)
+    assert set(results) == {"multiple 1", "multiple 16"} and len(loaded) == 2
+    assert [encoder.limits.length_multiple for encoder in loaded] == [1, 16]
+    assert all(entry["batch_1_ms_per_pair"] > 0 and entry["batch_8_pairs_per_s"] > 0 for entry in results.values())
+
+
+@pytest.mark.integration
+def test_overhead_splits_the_served_time(tmp_path: Path, tiny_model_dir: Path) -> None:
+    archive = build_archive(
+        tiny_model_dir, tmp_path / "store", EXCLUDE, WorkerConfig(), name="ovh", archive_format="no-archive"
+    )
+    result = overhead.measure(archive, duration_s=1.5, concurrency=4, workdir=tmp_path / "server")
+    assert result["load"]["failures"] == 0 and result["load"]["pairs"] >= 4
+    assert result["server_batches"] >= 1 and result["limit_pairs_per_s"] > 0
+    split = result["ms_per_pair"]
+    assert 0 < split["engine (worker, wall)"] <= split["handle (worker, wall)"]
+    assert split["frontend (Java) (CPU)"] > 0 and split["worker (Python) (CPU)"] > 0

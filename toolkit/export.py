@@ -11,13 +11,19 @@ int8 is NNCF's post-training quantization (transformer preset), calibrated on in
 text pairs tokenized exactly as the server tokenizes them. The Linear layers whose inputs carry
 outlier activations (measured on the same calibration batches, :func:`outlier_linears`) are
 left out of quantization (NNCF's ignored scope) and run in float.
+
+Both OpenVINO's converter and NNCF send usage events to Google Analytics (``openvino-telemetry``)
+unless a consent file in the user's home says no; both stay silent when they see a CI run. The
+export runs inside :func:`telemetry_off`, so building an archive sends nothing anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -56,6 +62,28 @@ class QuantizationReport:
     ignored_layers: tuple[str, ...]
     outlier_ratios: dict[str, float]
     calibration_batches: int
+
+
+# What openvino-telemetry (the converter) and NNCF read to skip sending: a CI run.
+TELEMETRY_OFF_ENV = {"CI": "true", "NNCF_CI": "1"}
+
+
+@contextlib.contextmanager
+def telemetry_off() -> Iterator[None]:
+    """Run the body with OpenVINO's and NNCF's usage telemetry off, then restore the environment.
+
+    NNCF decides when it is first imported, so the import of ``nncf`` happens inside this too.
+    """
+    saved = {name: os.environ.get(name) for name in TELEMETRY_OFF_ENV}
+    os.environ.update(TELEMETRY_OFF_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def padded_batches(rows: Sequence[TokenizedRow], pad_token_id: int) -> list[dict[str, torch.Tensor]]:
@@ -163,11 +191,12 @@ def export_openvino(
     """
     import openvino as ov
 
-    model, module = convert(model_dir)
-    report = None
-    if int8_calibration is not None:
-        batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
-        model, report = quantize_int8(model, module, batches)
+    with telemetry_off():
+        model, module = convert(model_dir)
+        report = None
+        if int8_calibration is not None:
+            batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
+            model, report = quantize_int8(model, module, batches)
     target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL
     target.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(target), compress_to_fp16=False)

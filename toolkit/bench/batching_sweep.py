@@ -5,18 +5,21 @@ and each server batch the bench's workloads form (8 single-pair requests, two 32
 it encodes the same tokenized pairs under every ``micro_batch_padding_pct`` x ``micro_batch_rows``
 combination, in interleaved rounds, and keeps the best round. Padding is the knob that matters:
 a looser bound makes fewer, fuller forward passes (AMX wants large matrices) at the price of
-computing padded positions. Run:
-``python -m toolkit.bench.batching_sweep [BENCH_DIR/MODEL] [SECONDS] [VARIANT,...]``.
+computing padded positions. With ``--multiples`` it times ``micro_batch_length_multiple`` instead,
+on rows of lengths the engine has not seen. Run:
+``python -m toolkit.bench.batching_sweep [BENCH_DIR/MODEL] [--seconds S] [--variants A,B] [--multiples 1,16]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -55,8 +58,14 @@ def sweep(encoder: InstructorEncoder, batches: dict[str, list[list[TokenizedRow]
                 speeds = [rate(encoder, group, duration_s / len(groups)) for group in groups]
                 key = f"padding {padding}%, rows {rows}"
                 lengths = [[len(row.input_ids) for row in group] for group in groups]
-                plans = [plan_micro_batches(lens, rows, base.micro_batch_tokens, padding) for lens in lengths]
-                waste = sum(padding_tokens(p, lens) for p, lens in zip(plans, lengths, strict=True))
+                limits = encoder.limits
+                plans = [plan_micro_batches(lens, limits.rows, limits.tokens, limits.padding_pct) for lens in lengths]
+                waste = sum(
+                    padding_tokens(
+                        plan, lens, [limits.padded_width(max(lens[i] for i in m), base.max_length) for m in plan]
+                    )
+                    for plan, lens in zip(plans, lengths, strict=True)
+                )
                 entry = results.setdefault(name, {}).setdefault(key, {"pairs_per_s": [], "padding_share": 0.0})
                 entry["pairs_per_s"].append(round(len(speeds) / sum(1 / s for s in speeds), 2))
                 entry["padding_share"] = round(waste / (waste + sum(map(sum, lengths))), 3)
@@ -65,20 +74,68 @@ def sweep(encoder: InstructorEncoder, batches: dict[str, list[list[TokenizedRow]
     return results
 
 
+def shape_reuse(
+    load: Callable[[], InstructorEncoder], multiples: Sequence[int], pairs_count: int = 80
+) -> dict[str, dict[str, float]]:
+    """Per ``micro_batch_length_multiple``: ms per pair one at a time, then pairs/s in batches of 8.
+
+    Each multiple gets a freshly loaded encoder (engines cache per input shape), fed rows whose
+    lengths it has not seen, as a server meets new texts.
+    """
+    results = {}
+    for multiple in multiples:
+        encoder = load()
+        encoder.settings = dataclasses.replace(encoder.settings, micro_batch_length_multiple=multiple)
+        tokenizer = encoder.tokenizer
+        rows = encoder.tokenize(
+            make_pairs(
+                lambda text, tokenizer=tokenizer: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256
+            )
+        )
+        encoder.encode_rows(rows[:1])
+        started = time.perf_counter()
+        for row in rows[:pairs_count]:
+            encoder.encode_rows([row])
+        one_ms = (time.perf_counter() - started) / pairs_count * 1000
+        started = time.perf_counter()
+        for start in range(pairs_count, 3 * pairs_count, 8):
+            encoder.encode_rows(rows[start : start + 8])
+        eight = 2 * pairs_count / (time.perf_counter() - started)
+        results[f"multiple {multiple}"] = {
+            "batch_1_ms_per_pair": round(one_ms, 1),
+            "batch_8_pairs_per_s": round(eight, 2),
+        }
+        print(f"  multiple {multiple}: {results[f'multiple {multiple}']}", flush=True)
+    return results
+
+
 def main(argv: list[str]) -> int:
-    bench_model_dir = Path(argv[0]) if argv else Path(".bench/large")
-    duration_s = float(argv[1]) if len(argv) > 1 else 4.0
-    chosen = argv[2].split(",") if len(argv) > 2 else list(VARIANTS)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("bench_model_dir", nargs="?", type=Path, default=Path(".bench/large"))
+    parser.add_argument("--seconds", type=float, default=4.0, help="per setting and batch size (padding sweep)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
+    parser.add_argument(
+        "--multiples", default=None, help="e.g. 1,8,16: time length multiples on unseen rows instead of padding"
+    )
+    args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     summary: dict = {"cpu": cpu_model(), "flags": sorted(cpu_flags() & set(REPORTED_CPU_FLAGS)), "threads": threads}
     summary["variants"] = {}
-    for label in chosen:
+    for label in args.variants.split(","):
         folder, engine, precision = VARIANTS[label]
         settings = HandlerSettings.from_mapping(
             {"instruction_mode": "exclude", "engine": engine, "precision": precision}
         )
-        encoder = InstructorEncoder.from_folder(bench_model_dir / folder / "model", settings, threads=threads)
+
+        def load(folder: str = folder, settings: HandlerSettings = settings) -> InstructorEncoder:
+            return InstructorEncoder.from_folder(args.bench_model_dir / folder / "model", settings, threads=threads)
+
+        print(label, flush=True)
+        if args.multiples:
+            summary["variants"][label] = shape_reuse(load, [int(value) for value in args.multiples.split(",")])
+            continue
+        encoder = load()
         tokenizer = encoder.tokenizer
         pairs = make_pairs(
             lambda text, tokenizer=tokenizer: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256
@@ -89,7 +146,7 @@ def main(argv: list[str]) -> int:
             name: [rows[start : start + size] for start in range(0, 128, size)][:4] for name, size in BATCHES.items()
         }
         encoder.encode_rows(rows[:2])
-        summary["variants"][label] = sweep(encoder, batches, duration_s)
+        summary["variants"][label] = sweep(encoder, batches, args.seconds)
         for name, by_setting in summary["variants"][label].items():
             best = max(by_setting, key=lambda key, by_setting=by_setting: max(by_setting[key]["pairs_per_s"]))
             print(f"{label} / {name}: best {best} {by_setting[best]}", flush=True)

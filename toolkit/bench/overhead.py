@@ -4,7 +4,7 @@ One TorchServe serves the archive to a closed-loop load (single-pair requests); 
 metrics split the worker's batches into forward passes, tokenizing and the rest of ``handle()``,
 and each process's CPU time (the Java frontend, the Python worker, this load generator) says who
 used the cores. Afterwards the encoder alone runs the same batches in this process (the limit).
-Run: ``python -m toolkit.bench.overhead ARCHIVE_DIR [SECONDS] [CONCURRENCY]``.
+Run: ``python -m toolkit.bench.overhead ARCHIVE_DIR [SECONDS] [CONCURRENCY] [MAX_BATCH_DELAY_MS]``.
 """
 
 from __future__ import annotations
@@ -60,15 +60,20 @@ def frontend_pid(worker_pid: int) -> int:
     return psutil.Process(worker_pid).ppid()
 
 
-def measure(archive: Path, duration_s: float, concurrency: int, workdir: Path) -> dict[str, Any]:
-    """Serve ``archive`` under load, then time its encoder alone on the server's batch size."""
+def measure(
+    archive: Path, duration_s: float, concurrency: int, workdir: Path, max_batch_delay_ms: int | None = None
+) -> dict[str, Any]:
+    """Serve ``archive`` under load, then time its encoder alone on the server's batch size.
+
+    ``max_batch_delay_ms`` overrides the archive's ``maxBatchDelay`` at registration.
+    """
     settings = HandlerSettings.from_mapping(yaml.safe_load((archive / "model-config.yaml").read_text())["handler"])
     tokenizer = AutoTokenizer.from_pretrained(str(archive / "model"), local_files_only=True)
     pairs = make_pairs(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256)
     bodies = request_bodies(pairs, 1)
     name = archive.name.split(".")[0]
     with running_server(workdir, archive.parent) as running:
-        running.management.register(archive.name, initial_workers=1)
+        running.management.register(archive.name, initial_workers=1, max_batch_delay_ms=max_batch_delay_ms)
         running.predict(name, WARM_UP, timeout=900).raise_for_status()
         (worker,) = running.worker_pids(name)
         pids = {"frontend (Java)": frontend_pid(worker), "worker (Python)": worker, "load generator": os.getpid()}
@@ -97,6 +102,7 @@ def measure(archive: Path, duration_s: float, concurrency: int, workdir: Path) -
         "engine": settings.engine.value,
         "precision": settings.precision.value,
         "concurrency": concurrency,
+        "max_batch_delay_ms": max_batch_delay_ms,
         "load": load.summary(),
         "wall_s": round(wall, 2),
         "server_batches": int(batches),
@@ -116,8 +122,9 @@ def main(argv: list[str]) -> int:
     archive = Path(argv[0]).resolve()
     duration_s = float(argv[1]) if len(argv) > 1 else 20.0
     concurrency = int(argv[2]) if len(argv) > 2 else 32
+    delay = int(argv[3]) if len(argv) > 3 else None
     workdir = Path(os.environ.get("OVERHEAD_WORKDIR", "/tmp/instructor-overhead"))
-    print(json.dumps(measure(archive, duration_s, concurrency, workdir), indent=1))
+    print(json.dumps(measure(archive, duration_s, concurrency, workdir, delay), indent=1))
     return 0
 
 

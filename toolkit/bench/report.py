@@ -245,7 +245,8 @@ def markdown(document: dict[str, Any], plot_name: str | None = None) -> str:
         f"TorchServe {machine['torchserve']}.",
         "",
         f"Each server gets {settings['duration_s']:.0f} s per workload, in {settings.get('rounds', 1)} slices that "
-        "alternate between the servers (all registered on one TorchServe), each slice at least one request per "
+        "alternate between the servers (all registered on one TorchServe), after one untimed slice each that warms "
+        "up the shapes the workload brings (the limit is warmed alike), each slice at least one request per "
         f"client and {settings['min_requests']} in all (closed loop: each client sends its next request when the "
         "last returns). Cold start and memory: each archive alone on a fresh TorchServe. "
         f"{settings['pairs']} distinct pairs "
