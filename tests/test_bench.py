@@ -26,7 +26,7 @@ from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.cli import default_stem, write_results
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load, vectors_in
-from toolkit.bench.runner import BenchOptions, run_benchmark
+from toolkit.bench.runner import BenchOptions, link_into_store, run_benchmark
 from toolkit.bench.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
 from toolkit.reference import ReferenceInstructor
 
@@ -288,3 +288,12 @@ def test_overhead_splits_the_served_time(tmp_path: Path, tiny_model_dir: Path) -
     split = result["ms_per_pair"]
     assert 0 < split["engine (worker, wall)"] <= split["handle (worker, wall)"]
     assert split["frontend (Java) (CPU)"] > 0 and split["worker (Python) (CPU)"] > 0
+
+
+def test_a_second_run_in_the_same_workdir_relinks_the_store(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "ours", tmp_path / "b" / "ours"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    store = link_into_store(tmp_path / "store", [first])
+    assert link_into_store(tmp_path / "store", [second]) == store
+    assert (store / "ours").resolve() == second.resolve()

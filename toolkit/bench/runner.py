@@ -14,7 +14,7 @@ import datetime
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,16 @@ def cold_start_and_memory(workdir: Path, archive: Path, second_worker: bool) -> 
     return result
 
 
+def link_into_store(store: Path, archives: Iterable[Path]) -> Path:
+    """A model store of symlinks to ``archives``; links an earlier run left there are replaced."""
+    store.mkdir(parents=True, exist_ok=True)
+    for archive in archives:
+        link = store / archive.name
+        link.unlink(missing_ok=True)
+        link.symlink_to(archive.resolve(), target_is_directory=archive.is_dir())
+    return store
+
+
 def interleaved_loads(
     workdir: Path, archives: dict[str, Path], pairs: list[Pair], options: BenchOptions
 ) -> dict[str, dict[str, Any]]:
@@ -225,10 +235,7 @@ def interleaved_loads(
     workload starts with one untimed slice per server: engines cache work per input shape, and
     a long-running server has met the shapes a workload brings (the limit is warmed alike).
     """
-    store = workdir / "store"
-    store.mkdir(parents=True, exist_ok=True)
-    for archive in archives.values():
-        (store / archive.name).symlink_to(archive.resolve(), target_is_directory=archive.is_dir())
+    store = link_into_store(workdir / "store", archives.values())
     results: dict[str, dict[str, LoadResult]] = {label: {} for label in archives}
     with running_server(workdir / "server", store) as running:
         for archive in archives.values():
