@@ -235,6 +235,8 @@ def test_engine_targets_cost_and_the_file_name_follow_the_cpu_features(tmp_path:
     found = {t.name: t for t in report.targets(document)}
     fastest = found["fastest (openvino bf16) / baseline at concurrency 8, native bf16"]
     assert fastest.measured == "7.00x" and fastest.met  # 70 / 10 >= 6x
+    assert fastest.why.startswith("its limit is ") and "served / limit" in fastest.why
+    assert "forward pass alone takes" in found["p50 at concurrency 1, fastest (openvino bf16)"].why
     assert found["p50 at concurrency 1, fastest (openvino bf16)"].met  # 50 ms <= 60 ms
     assert not found["openvino fp32 / torch fp32 at saturation (both within 1e-5)"].met  # 1.00x < 1.1x
     document["machine"]["cpu_flags"] = ["avx512_vnni"]
