@@ -159,6 +159,13 @@ class InstructorEncoder:
         """This worker's micro-batch bounds: the settings', else its engine and precision's defaults."""
         return micro_batch_limits(self.settings, self.engine.name, self.resolved.precision)
 
+    def plan(self, lengths: Sequence[int]) -> tuple[list[list[int]], list[int]]:
+        """Rows (by length) as micro-batches of row indices, and each micro-batch's padded width."""
+        limits = self.limits
+        plan = plan_micro_batches(lengths, limits.rows, limits.tokens, limits.padding_pct)
+        widths = [limits.padded_width(max(lengths[i] for i in indices), self.settings.max_length) for indices in plan]
+        return plan, widths
+
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[TokenizedRow]:
         """Token ids and pooling context per pair, following ``settings.instruction_mode``."""
         mode = self.settings.instruction_mode
@@ -212,9 +219,7 @@ class InstructorEncoder:
     def encode_rows_reported(self, rows: Sequence[TokenizedRow]) -> tuple[torch.Tensor, EncodeReport]:
         """:meth:`encode_rows`, plus what it took (micro-batches, padding, time in the forward passes)."""
         lengths = [len(row.input_ids) for row in rows]
-        limits = self.limits
-        plan = plan_micro_batches(lengths, limits.rows, limits.tokens, limits.padding_pct)
-        widths = [limits.padded_width(max(lengths[i] for i in indices), self.settings.max_length) for indices in plan]
+        plan, widths = self.plan(lengths)
         vectors: list[torch.Tensor | None] = [None] * len(rows)
         engine_seconds = 0.0
         for indices, width in zip(plan, widths, strict=True):

@@ -9,7 +9,6 @@ compared as differences between two scrapes of the metrics port.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import zipfile
 from collections.abc import Mapping
@@ -25,33 +24,16 @@ from tests.conftest import BATCHING, RunningServer
 from tests.test_truncation import LONG, MAX_LENGTH, SHORT, SHORT_SETTINGS, TITLE
 from toolkit import server
 from toolkit.archive import build_archive
+from toolkit.prometheus import Samples, scrape, total
 
 pytestmark = pytest.mark.integration
 
 NAME = "metered"
-SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(metrics_url: str) -> Samples:
-    """Every sample of the Prometheus text on ``/metrics``, keyed by name and labels."""
-    response = requests.get(f"{metrics_url}/metrics", timeout=30)
-    response.raise_for_status()
-    samples: Samples = {}
-    for line in response.text.splitlines():
-        match = SAMPLE.match(line)
-        if match and not line.startswith("#"):
-            labels = frozenset(LABEL.findall(match.group(2) or ""))
-            samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples for this model whose labels include ``labels``."""
-    wanted = {("ModelName", NAME), *labels.items()}
-    return sum(v for (sample, have), v in samples.items() if sample == name and wanted <= have)
+    return total(samples, name, ModelName=NAME, **labels)
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:

@@ -24,27 +24,18 @@ from pathlib import Path
 
 import torch
 
-from handler.batching import padding_tokens, plan_micro_batches
+from handler.batching import padding_tokens
 from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, cpu_model
 from handler.settings import HandlerSettings
-from toolkit.bench.raw_engines import VARIANTS
-from toolkit.bench.workload import make_pairs
+from toolkit.bench.raw_engines import VARIANTS, rate
+from toolkit.bench.workload import make_pairs, token_counter
 
 PADDING_PCTS = (0, 20, 40, 60, 100)
 ROWS = (8, 32)
 # name -> pairs in one server batch (see toolkit.bench.workload.WORKLOADS with batch_size 8)
 BATCHES = {"8 single-pair requests": 8, "2 x 32-pair requests": 64}
 ROUNDS = 2
-
-
-def rate(encoder: InstructorEncoder, rows: list[TokenizedRow], duration_s: float) -> float:
-    """Pairs per second encoding ``rows`` over and over, at least twice and ``duration_s``."""
-    done, start = 0, time.perf_counter()
-    while done < 2 or time.perf_counter() - start < duration_s:
-        encoder.encode_rows(rows)
-        done += 1
-    return done * len(rows) / (time.perf_counter() - start)
 
 
 def sweep(encoder: InstructorEncoder, batches: dict[str, list[list[TokenizedRow]]], duration_s: float) -> dict:
@@ -58,18 +49,14 @@ def sweep(encoder: InstructorEncoder, batches: dict[str, list[list[TokenizedRow]
                 speeds = [rate(encoder, group, duration_s / len(groups)) for group in groups]
                 key = f"padding {padding}%, rows {rows}"
                 lengths = [[len(row.input_ids) for row in group] for group in groups]
-                limits = encoder.limits
-                plans = [plan_micro_batches(lens, limits.rows, limits.tokens, limits.padding_pct) for lens in lengths]
+                plans = [encoder.plan(lens) for lens in lengths]
                 waste = sum(
-                    padding_tokens(
-                        plan, lens, [limits.padded_width(max(lens[i] for i in m), base.max_length) for m in plan]
-                    )
-                    for plan, lens in zip(plans, lengths, strict=True)
+                    padding_tokens(plan, lens, widths) for (plan, widths), lens in zip(plans, lengths, strict=True)
                 )
                 entry = results.setdefault(name, {}).setdefault(key, {"pairs_per_s": [], "padding_share": 0.0})
                 entry["pairs_per_s"].append(round(len(speeds) / sum(1 / s for s in speeds), 2))
                 entry["padding_share"] = round(waste / (waste + sum(map(sum, lengths))), 3)
-                entry["forward_passes"] = sum(len(p) for p in plans)
+                entry["forward_passes"] = sum(len(plan) for plan, _ in plans)
     encoder.settings = base
     return results
 
@@ -86,12 +73,7 @@ def shape_reuse(
     for multiple in multiples:
         encoder = load()
         encoder.settings = dataclasses.replace(encoder.settings, micro_batch_length_multiple=multiple)
-        tokenizer = encoder.tokenizer
-        rows = encoder.tokenize(
-            make_pairs(
-                lambda text, tokenizer=tokenizer: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256
-            )
-        )
+        rows = encoder.tokenize(make_pairs(token_counter(encoder.tokenizer), 256))
         encoder.encode_rows(rows[:1])
         started = time.perf_counter()
         for row in rows[:pairs_count]:
@@ -136,10 +118,7 @@ def main(argv: list[str]) -> int:
             summary["variants"][label] = shape_reuse(load, [int(value) for value in args.multiples.split(",")])
             continue
         encoder = load()
-        tokenizer = encoder.tokenizer
-        pairs = make_pairs(
-            lambda text, tokenizer=tokenizer: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256
-        )
+        pairs = make_pairs(token_counter(encoder.tokenizer), 256)
         rows = encoder.tokenize(pairs)
         # Several distinct server batches per size, so one lucky length mix does not decide.
         batches = {

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-import requests
 import torch
 import yaml
 from transformers import AutoTokenizer
@@ -27,23 +25,18 @@ from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load
-from toolkit.bench.workload import make_pairs, request_bodies
+from toolkit.bench.runner import WARM_UP, served_name
+from toolkit.bench.workload import make_pairs, request_bodies, token_counter
+from toolkit.prometheus import scrape, total
 from toolkit.scratch_server import RunningServer, running_server
 
-WARM_UP = {"inputs": [["Represent the sentence:", "Warm-up request."]]}
 HANDLER_SUMS = ("instructor_engine_seconds", "instructor_tokenize_seconds", "instructor_handle_seconds")
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)$")
 
 
 def metric_sums(running: RunningServer) -> dict[str, float]:
-    """Each ``instructor_*`` and ``ts_*`` series summed over its labels, from ``/metrics``."""
-    text = requests.get(f"{running.metrics_url}/metrics", timeout=30).text
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match and not line.startswith("#"):
-            sums[match["name"]] = sums.get(match["name"], 0.0) + float(match["value"])
-    return sums
+    """Each series of ``/metrics`` summed over its labels."""
+    samples = scrape(running.metrics_url)
+    return {name: total(samples, name) for name in {name for name, _ in samples}}
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
@@ -69,9 +62,9 @@ def measure(
     """
     settings = HandlerSettings.from_mapping(yaml.safe_load((archive / "model-config.yaml").read_text())["handler"])
     tokenizer = AutoTokenizer.from_pretrained(str(archive / "model"), local_files_only=True)
-    pairs = make_pairs(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), 256)
+    pairs = make_pairs(token_counter(tokenizer), 256)
     bodies = request_bodies(pairs, 1)
-    name = archive.name.split(".")[0]
+    name = served_name(archive)
     with running_server(workdir, archive.parent) as running:
         running.management.register(archive.name, initial_workers=1, max_batch_delay_ms=max_batch_delay_ms)
         running.predict(name, WARM_UP, timeout=900).raise_for_status()

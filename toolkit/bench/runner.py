@@ -33,7 +33,7 @@ from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import LoadResult, run_load
-from toolkit.bench.workload import WORKLOADS, Pair, make_pairs, request_bodies
+from toolkit.bench.workload import WORKLOADS, Pair, make_pairs, request_bodies, token_counter
 from toolkit.management import ManagementError
 from toolkit.scratch_server import RunningServer, running_server
 from toolkit.tiny_model import build_test_model
@@ -262,7 +262,7 @@ def bench_model(model: str, options: BenchOptions) -> dict[str, Any]:
     workdir = options.workdir / model
     model_dir = model_folder(model, options.workdir / "models")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    pairs = make_pairs(lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), options.pairs)
+    pairs = make_pairs(token_counter(tokenizer), options.pairs)
     options.log(f"{model}: {MODELS[model][0]} from {model_dir}")
     chosen = variants(options)
     ours: dict[str, Path] = {}

@@ -75,6 +75,11 @@ def words_for_tokens(count_tokens: Callable[[str], int], words: Sequence[str], t
     return " ".join(pool[:low])
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens a text has in ``tokenizer`` (a transformers tokenizer), special tokens left out."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def make_pairs(count_tokens: Callable[[str], int], count: int, seed: int = 0) -> list[Pair]:
     """``count`` distinct pairs: one ~8-token instruction, texts of mixed token lengths."""
     instruction = words_for_tokens(count_tokens, INSTRUCTION.split(), INSTRUCTION_TOKENS)
