@@ -29,7 +29,7 @@ from handler import precision as precisions
 from handler.batching import MicroBatchLimits, micro_batch_limits, padding_tokens, plan_micro_batches
 from handler.engines import Engine, load_engine
 from handler.errors import ModelConfigError
-from handler.model_files import load_dense, read_layout
+from handler.model_files import load_dense, max_length_for, read_layout
 from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
 from handler.settings import EngineName, HandlerSettings, InstructionMode
 
@@ -130,10 +130,11 @@ class InstructorEncoder:
         The precision is resolved here (``auto`` decided from ``device`` and ``cpu_flags``, read
         from the machine when not given), unless ``resolved`` is given (the build-time gate
         measures a mode on a machine that may not serve it), and the engine named by
-        ``settings.engine`` is loaded.
+        ``settings.engine`` is loaded. An unset ``max_length`` becomes the model's own.
         """
         device = torch.device(device)
         layout = read_layout(model_dir, require_weights=settings.engine is EngineName.TORCH)
+        settings = dataclasses.replace(settings, max_length=max_length_for(settings.max_length, layout))
         resolved = resolved or precisions.resolve(settings.precision, settings.engine, device, cpu_flags)
         engine = load_engine(settings.engine, layout.root, resolved.precision, device, threads)
         try:

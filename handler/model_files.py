@@ -28,6 +28,12 @@ WEIGHT_FILES = (
 )
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "vocab.txt")
 
+# INSTRUCTOR's own truncation (hard-coded in InstructorEmbedding), for folders that name no max_seq_length.
+DEFAULT_MAX_LENGTH = 512
+# Model types whose position ids start after the padding index (padding_idx + 1), so their
+# usable positions are ``max_position_embeddings - pad_token_id - 1`` (514 -> 512).
+OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "mpnet", "camembert", "longformer"})
+
 SUPPORTED_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "torch.nn.modules.linear.Identity": torch.nn.Identity,
     "torch.nn.modules.activation.Tanh": torch.nn.Tanh,
@@ -121,6 +127,45 @@ def read_layout(root: str | Path, require_weights: bool = True) -> ModelLayout:
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         pooling=pooling,
     )
+
+
+def position_limit(root: Path) -> int | None:
+    """The most tokens the transformer's position embeddings allow, or None (T5: relative positions).
+
+    An unreadable ``config.json`` also gives None: loading the transformer reports it.
+    """
+    try:
+        config = _read_json(root / "config.json")
+    except ModelConfigError:
+        return None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int):
+        return None
+    if config.get("model_type") in OFFSET_POSITION_TYPES:
+        return positions - int(config.get("pad_token_id", 1)) - 1
+    return positions
+
+
+def max_length_for(configured: int | None, layout: ModelLayout) -> int:
+    """The tokens per input a model is served with: ``configured``, else the model's own ``max_seq_length``.
+
+    A folder that names no ``max_seq_length`` gets INSTRUCTOR's 512, capped at what its position
+    embeddings allow.
+
+    Raises:
+        ModelConfigError: ``configured`` exceeds what the model's position embeddings allow.
+    """
+    limit = position_limit(layout.root)
+    if configured is None:
+        own = layout.max_seq_length or DEFAULT_MAX_LENGTH
+        return own if limit is None else min(own, limit)
+    if limit is not None and configured > limit:
+        raise ModelConfigError(
+            f"max_length {configured} exceeds what {layout.root / 'config.json'} allows: its position embeddings "
+            f"hold {limit} tokens (the model's own max_seq_length is {layout.max_seq_length}); "
+            f"set max_length to {limit} or less, or leave it unset for the model's own"
+        )
+    return configured
 
 
 def load_dense(dense_dir: Path) -> torch.nn.Sequential:

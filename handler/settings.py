@@ -62,7 +62,10 @@ class HandlerSettings:
         instruction_mode: how instructions are pooled; required, never guessed.
         precision: the transformer's number format (:class:`Precision`), fp32 by default.
         engine: the runtime of the forward pass (:class:`EngineName`), torch by default.
-        max_length: tokens per input after truncation (INSTRUCTOR hard-codes 512).
+        max_length: tokens per input after truncation; ``None``: the model's own ``max_seq_length``
+            (``sentence_bert_config.json``: 512 for hkunlp/instructor-*, 256 for all-MiniLM-L6-v2),
+            512 where the folder names none (:func:`handler.model_files.max_length_for`). The
+            builder writes the resolved number into the archive.
         max_items_per_request: pairs one request may carry; more is answered 413.
         micro_batch_rows: most rows in one forward pass; ``None``: the engine and precision's
             measured default (:func:`handler.batching.micro_batch_limits`).
@@ -80,7 +83,7 @@ class HandlerSettings:
     instruction_mode: InstructionMode
     precision: Precision = Precision.FP32
     engine: EngineName = EngineName.TORCH
-    max_length: int = 512
+    max_length: int | None = None
     max_items_per_request: int = 128
     micro_batch_rows: int | None = None
     micro_batch_tokens: int = 16384
@@ -113,15 +116,14 @@ class HandlerSettings:
             if name == "model_subdir":
                 if not isinstance(value, str) or not value:
                     raise ModelConfigError("handler setting 'model_subdir' must be a non-empty string")
-            elif value is None and name in ENGINE_DEFAULTED:
+            elif value is None and name in DEFAULTED_AT_LOAD:
                 continue
             elif not isinstance(value, int) or isinstance(value, bool):
                 raise ModelConfigError(f"handler setting '{name}' must be an integer, got {value!r}")
-        settings = cls(**raw)
-        settings._check_ranges()
-        return settings
+        return cls(**raw)
 
-    def _check_ranges(self) -> None:
+    def __post_init__(self) -> None:
+        """Ranges are checked on every construction (``dataclasses.replace`` included)."""
         positive = (
             "max_length",
             "max_items_per_request",
@@ -137,7 +139,7 @@ class HandlerSettings:
             raise ModelConfigError("handler setting 'micro_batch_padding_pct' must be between 0 and 100")
         if self.torch_threads < 0:
             raise ModelConfigError("handler setting 'torch_threads' must be 0 (auto) or more")
-        if self.micro_batch_tokens < self.max_length:
+        if self.max_length is not None and self.micro_batch_tokens < self.max_length:
             raise ModelConfigError(
                 f"handler setting 'micro_batch_tokens' ({self.micro_batch_tokens}) must be at "
                 f"least 'max_length' ({self.max_length}) so one full-length row fits"
@@ -151,8 +153,9 @@ class HandlerSettings:
         return values
 
 
-# Settings left out (or null) take the default measured for the worker's engine and precision.
-ENGINE_DEFAULTED = ("micro_batch_rows", "micro_batch_padding_pct")
+# Settings left out (or null) take a default decided at load: the one measured for the worker's engine
+# and precision (micro-batch bounds), or the model's own (max_length).
+DEFAULTED_AT_LOAD = ("micro_batch_rows", "micro_batch_padding_pct", "max_length")
 
 # Settings whose values are names of an enum's members.
 ENUM_SETTINGS: dict[str, type[enum.StrEnum]] = {

@@ -89,6 +89,8 @@ class InstructorHandler(BaseHandler):
         archive_dir = Path(properties["model_dir"])
         model_dir = archive_dir / self.settings.model_subdir
         self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device, threads=threads)
+        # As resolved at load (an unset max_length is the model's own): what describe shows.
+        self.settings = self.encoder.settings
         self.encoder.encode([WARM_UP_PAIR])
         self.metrics = HandlerMetrics(context.metrics, context.model_name)
         self.details = worker_details(self.encoder, read_fidelity(archive_dir))

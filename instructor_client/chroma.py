@@ -7,7 +7,7 @@ from typing import Any
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 
 from instructor_client.client import InstructorClient
-from instructor_client.langchain import DEFAULT_EMBED_INSTRUCTION, DEFAULT_QUERY_INSTRUCTION
+from instructor_client.instructions import DEFAULT_EMBED_INSTRUCTION, DEFAULT_QUERY_INSTRUCTION
 
 
 class InstructorEmbeddingFunction(EmbeddingFunction[Documents]):

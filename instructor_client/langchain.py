@@ -1,6 +1,7 @@
 """LangChain ``Embeddings`` over the server, with separate query and document instructions.
 
-The default instructions are those of LangChain's ``HuggingFaceInstructEmbeddings``.
+The default instructions (:mod:`instructor_client.instructions`) are those of LangChain's
+``HuggingFaceInstructEmbeddings``.
 """
 
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 from langchain_core.embeddings import Embeddings
 
 from instructor_client.client import InstructorClient
-
-DEFAULT_EMBED_INSTRUCTION = "Represent the document for retrieval: "
-DEFAULT_QUERY_INSTRUCTION = "Represent the question for retrieving supporting documents: "
+from instructor_client.instructions import DEFAULT_EMBED_INSTRUCTION, DEFAULT_QUERY_INSTRUCTION
 
 
 class InstructorEmbeddings(Embeddings):

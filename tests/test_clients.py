@@ -151,7 +151,7 @@ def test_non_json_answers_are_typed_errors(answer: Answer, error: type, message:
 @pytest.fixture(scope="module")
 def demo_server(torchserve: RunningServer, minilm_dir: Path) -> Iterator[RunningServer]:
     """The MiniLM demo registered as ``embeddings`` on the session's shared TorchServe."""
-    ignore = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256})
+    ignore = HandlerSettings.from_mapping({"instruction_mode": "ignore"})
     build_archive(minilm_dir, torchserve.model_store, ignore, WorkerConfig(), name="embeddings")
     with registered_model(torchserve, "embeddings.mar", "embeddings") as running:
         yield running

@@ -40,7 +40,7 @@ MAX_INT8_NDCG_DROP = 0.05
 
 
 def settings(mode: str, precision: str = "fp32") -> HandlerSettings:
-    return HandlerSettings.from_mapping({"instruction_mode": mode, "precision": precision, "max_length": 256})
+    return HandlerSettings.from_mapping({"instruction_mode": mode, "precision": precision})
 
 
 @pytest.fixture(scope="module")

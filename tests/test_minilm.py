@@ -11,7 +11,7 @@ from sentence_transformers import SentenceTransformer
 from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 
-IGNORE = HandlerSettings.from_mapping({"instruction_mode": "ignore", "max_length": 256})
+IGNORE = HandlerSettings.from_mapping({"instruction_mode": "ignore"})
 
 
 @pytest.fixture(scope="module")

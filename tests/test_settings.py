@@ -11,7 +11,7 @@ from handler.settings import HandlerSettings, InstructionMode, Precision
 def test_minimal_settings_take_defaults() -> None:
     settings = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
     assert settings.instruction_mode is InstructionMode.EXCLUDE
-    assert settings.max_length == 512 and settings.max_items_per_request == 128
+    assert settings.max_length is None and settings.max_items_per_request == 128  # None: the model's own
     assert settings.precision is Precision.FP32
 
 
@@ -38,7 +38,10 @@ def test_round_trip_through_mapping() -> None:
         ({"instruction_mode": "exclude", "max_length": True}, "'max_length' must be an integer"),
         ({"instruction_mode": "exclude", "max_items_per_request": 0}, "'max_items_per_request' must be at least 1"),
         ({"instruction_mode": "exclude", "torch_threads": -1}, "'torch_threads' must be 0 (auto) or more"),
-        ({"instruction_mode": "exclude", "micro_batch_tokens": 100}, "must be at least 'max_length' (512)"),
+        (
+            {"instruction_mode": "exclude", "max_length": 512, "micro_batch_tokens": 100},
+            "must be at least 'max_length' (512)",
+        ),
         ({"instruction_mode": "exclude", "micro_batch_padding_pct": 101}, "between 0 and 100"),
         ({"instruction_mode": "exclude", "micro_batch_rows": 0}, "'micro_batch_rows' must be at least 1"),
         ({"instruction_mode": "exclude", "micro_batch_tokens": None}, "'micro_batch_tokens' must be an integer"),

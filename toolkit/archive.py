@@ -22,7 +22,7 @@ import yaml
 
 from handler.encoder import InstructorEncoder
 from handler.fidelity import FIDELITY_FILE
-from handler.model_files import WEIGHT_FILES, read_layout
+from handler.model_files import WEIGHT_FILES, max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.precision import load_dtype
 from handler.settings import EngineName, HandlerSettings, Precision
@@ -154,14 +154,19 @@ def archive_for_source(
     engine: str = EngineName.TORCH.value,
     force: bool = False,
     say: Callable[[str], None] = print,
+    max_length: int | None = None,
 ) -> Path:
-    """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings."""
+    """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings.
+
+    ``max_length`` None serves the model's own ``max_seq_length``.
+    """
     settings = HandlerSettings.from_mapping(
         {
             "instruction_mode": source.instruction_mode.value,
             "max_items_per_request": max_items_per_request,
             "precision": precision,
             "engine": engine,
+            "max_length": max_length,
         }
     )
     return build_archive(
@@ -185,18 +190,23 @@ def build_archive(
     Engine ``openvino`` exports the encoder into the archive (int8: quantized with NNCF) in
     place of the torch weights; engine ``torch`` with bf16 stores its weights in bf16. bf16,
     int8 and auto archives pass the fidelity gate first (``force`` builds below its floor).
-    ``say`` gets one line per build step worth telling the user.
+    An unset ``settings.max_length`` is written as the model's own ``max_seq_length``; one above
+    what the model's position embeddings allow is refused. ``say`` gets one line per build step
+    worth telling the user.
 
     Raises:
         ArchiveError: the format is unknown or the archiver failed.
         FidelityGateError: the mode does not keep this model's vectors (and ``force`` is off).
-        ModelConfigError: ``model_dir`` is not a supported model folder, or its pooling cannot
-            honour ``settings.instruction_mode``.
+        ModelConfigError: ``model_dir`` is not a supported model folder, its pooling cannot
+            honour ``settings.instruction_mode``, or ``settings.max_length`` is more than its
+            position embeddings hold.
     """
     if archive_format not in ARCHIVE_FORMATS:
         raise ArchiveError(f"archive format {archive_format!r} is not one of {sorted(ARCHIVE_FORMATS)}")
     model_dir = Path(model_dir)
-    check_instruction_mode(read_layout(model_dir).pooling, settings.instruction_mode)
+    layout = read_layout(model_dir)
+    check_instruction_mode(layout.pooling, settings.instruction_mode)
+    settings = dataclasses.replace(settings, max_length=max_length_for(settings.max_length, layout))
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:

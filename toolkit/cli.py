@@ -95,6 +95,12 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-items", type=int, default=HandlerSettings.max_items_per_request, help="pairs per request before 413"
     )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per input after truncation (default: the model's own max_seq_length, 512 for hkunlp models)",
+    )
 
 
 def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
@@ -116,6 +122,7 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         args.precision,
         args.engine,
         args.force,
+        max_length=args.max_length,
     )
     return source, archive
 
