@@ -23,10 +23,33 @@ from toolkit.archive import WorkerConfig, archive_for_source
 pytestmark = pytest.mark.integration
 
 NAME = "demo"
-WORDS = (
-    "river bank interest rates quarterly results sourdough starter mitochondria energy football championship "
-    "parliament voted budget telescope galaxy migration cloud provider battery screen sunlight museum exhibition"
-).split(" ")
+WORDS = [
+    "river",
+    "bank",
+    "interest",
+    "rates",
+    "quarterly",
+    "results",
+    "sourdough",
+    "starter",
+    "mitochondria",
+    "energy",
+    "football",
+    "championship",
+    "parliament",
+    "voted",
+    "budget",
+    "telescope",
+    "galaxy",
+    "migration",
+    "cloud",
+    "provider",
+    "battery",
+    "screen",
+    "sunlight",
+    "museum",
+    "exhibition",
+]
 WORD_COUNTS = (5, 50, 150, 260, 420)
 # all-MiniLM-L6-v2's sentence_bert_config.json.
 MODEL_MAX_LENGTH = 256
