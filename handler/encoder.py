@@ -28,6 +28,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from handler import precision as precisions
 from handler.batching import MicroBatchLimits, micro_batch_limits, padding_tokens, plan_micro_batches
 from handler.engines import Engine, load_engine
+from handler.engines.torch_engine import torch_out_of_memory
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, max_length_for, read_layout
 from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
@@ -239,13 +240,16 @@ class InstructorEncoder:
             input_ids[index, : len(row.input_ids)] = torch.tensor(row.input_ids)
             attention_mask[index, : len(row.input_ids)] = 1
         context_lens = torch.tensor([row.context_len for row in rows])
-        hidden = self.engine.last_hidden_state(input_ids, attention_mask).to(self.device)
-        # Pool in float32 whatever the engine computed in (bf16 sums lose digits).
-        pooled = self._pool(hidden.float(), attention_mask.to(self.device), context_lens.to(self.device))
-        embedded = self.head(pooled)
-        if self.normalize:
-            embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
-        return embedded.float().cpu()
+        hidden = self.engine.last_hidden_state(input_ids, attention_mask)
+        # Pooling, Dense and Normalize are torch whatever the engine: its allocation failures too.
+        with torch_out_of_memory():
+            # Pool in float32 whatever the engine computed in (bf16 sums lose digits).
+            hidden = hidden.to(self.device).float()
+            pooled = self._pool(hidden, attention_mask.to(self.device), context_lens.to(self.device))
+            embedded = self.head(pooled)
+            if self.normalize:
+                embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
+            return embedded.float().cpu()
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
         """The model's own pooling (``1_Pooling/config.json``); only the mean skips instructions."""

@@ -60,6 +60,42 @@ class InputTooLongError(ServingError):
         return super().body() | {"index": self.index, "tokens": self.tokens, "max_length": self.max_length}
 
 
+class TokenBudgetError(ServingError):
+    """A request with more tokens than one batch may compute within ``responseTimeout``. Maps to HTTP 413.
+
+    The body names the request's tokens, the budget and how many of its pairs would fit.
+    """
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, tokens: int, budget: int, pairs_that_fit: int) -> None:
+        super().__init__(
+            f"the request holds {tokens} tokens, more than this worker's budget of {budget} tokens per batch "
+            f"(what it computes within the server's responseTimeout): split it into requests of at most "
+            f"{max(1, pairs_that_fit)} pairs of this length"
+        )
+        self.tokens = tokens
+        self.budget = budget
+        self.pairs_that_fit = max(1, pairs_that_fit)
+
+    def body(self) -> dict[str, Any]:
+        return super().body() | {"tokens": self.tokens, "budget_tokens": self.budget, "max_pairs": self.pairs_that_fit}
+
+
+class BatchFullError(ServingError):
+    """The request fits the token budget alone but not beside the batch's earlier requests. Maps to HTTP 503.
+
+    Retrying is right: the next batch has room (the project's client backs off and retries 503).
+    """
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, tokens: int, room: int) -> None:
+        super().__init__(
+            f"this batch has room for {max(0, room)} more tokens and the request holds {tokens}: retry shortly"
+        )
+
+
 class InternalError(ServingError):
     """The model failed on valid input. Maps to HTTP 500; the details go to the log only."""
 
@@ -70,6 +106,10 @@ class OutOfMemoryError(ServingError):
     """The worker ran out of memory for this batch. Maps to HTTP 507, as TorchServe does."""
 
     status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class EngineOutOfMemory(Exception):  # noqa: N818 (named after the condition, like MemoryError)
+    """An engine could not allocate memory for a forward pass; each engine maps its library's own failure."""
 
 
 class ModelConfigError(Exception):

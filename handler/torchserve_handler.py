@@ -2,16 +2,18 @@
 
 TorchServe imports this file as the archive's handler, so it defines exactly one class. Each
 request of a batch is validated on its own: a bad one gets its own 4xx through
-``context.set_response_status(..., idx)`` while the others are encoded together. A request that
-asked not to truncate (``truncate: false``) and holds a pair over ``max_length`` tokens gets its
-own 413 after tokenization. Every batch is counted in the handler's metrics (``handler.metrics``).
+``context.set_response_status(..., idx)`` while the others are encoded together. After
+tokenization, a request that asked not to truncate (``truncate: false``) and holds a pair over
+``max_length`` tokens gets its own 413, and so does one over the worker's token budget
+(:mod:`handler.budget`); one that would overfill the batch gets a 503 to retry. An engine that
+runs out of memory fails its batch with 507. Every batch is counted in the handler's metrics
+(``handler.metrics``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,18 +22,23 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from handler.batching import flatten_pairs, split_by_request
+from handler.budget import TokenBudget, admit
+from handler.cpus import CpuShare, cpu_share, running_workers
 from handler.encoder import InstructorEncoder, TokenizedRow
-from handler.errors import InternalError, OutOfMemoryError, ServingError
-from handler.fidelity import read_fidelity
+from handler.errors import EngineOutOfMemory, InternalError, OutOfMemoryError, ServingError
 from handler.metrics import BatchStats, HandlerMetrics
 from handler.request_parsing import EmbeddingRequest, parse_request
 from handler.responses import TokenUsage, success_body
 from handler.settings import EngineName, HandlerSettings
+from handler.startup import StartedWorker, start_worker
 from handler.truncation import length_error
 
 logger = logging.getLogger(__name__)
 
-WARM_UP_PAIR = ("Represent the sentence:", "Warm-up.")
+# TorchServe's own default responseTimeout (seconds), for an archive whose model-config.yaml has none.
+DEFAULT_RESPONSE_TIMEOUT_S = 120
+# How often a torch worker on CPU recounts the workers beside it (scaling changes them).
+THREAD_RECHECK_S = 10.0
 
 # One embedded pair: its vector and its tokens.
 EmbeddedRow = tuple[list[float], TokenizedRow]
@@ -44,22 +51,19 @@ def select_device(gpu_id: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def threads_per_worker(configured: int, max_workers: int, cpu_count: int) -> int:
-    """Intra-op threads: the configured number, else the CPUs shared among the workers."""
-    if configured > 0:
-        return configured
-    return max(1, cpu_count // max(1, max_workers))
-
-
-def worker_details(encoder: InstructorEncoder, fidelity: dict[str, Any] | None) -> dict[str, Any]:
+def worker_details(started: StartedWorker, cpus: CpuShare | None = None) -> dict[str, Any]:
     """What describe and the worker log say about how this worker computes."""
+    encoder = started.encoder
     return {
         "engine": encoder.engine.name.value,
         "precision": encoder.resolved.precision.value,
         "requested_precision": encoder.resolved.requested.value,
         "reason": encoder.resolved.reason,
         "micro_batch": encoder.limits.describe(),
-        "fidelity": fidelity,
+        "fidelity": started.fidelity,
+        "fidelity_check": started.check.to_mapping(),
+        "token_budget": started.budget.describe(),
+        "cpus": None if cpus is None else cpus.describe(),
     }
 
 
@@ -71,42 +75,67 @@ class InstructorHandler(BaseHandler):
         self.encoder: InstructorEncoder | None = None
         self.settings: HandlerSettings | None = None
         self.metrics: HandlerMetrics | None = None
+        self.budget: TokenBudget | None = None
+        self.cpus: CpuShare | None = None
         self.details: dict[str, Any] = {}
+        self._threads_checked_at = 0.0
 
     def initialize(self, context: Any) -> None:
-        """Validate settings, place the model, load it from the archive and warm it up."""
+        """Validate settings, place the model, load it, check its fidelity here, measure its budget."""
         yaml_config = context.model_yaml_config or {}
-        self.settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
+        settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
         properties = context.system_properties
         # Engines other than torch run on the CPU whatever GPU TorchServe assigned.
-        gpu_id = properties.get("gpu_id") if self.settings.engine is EngineName.TORCH else None
+        gpu_id = properties.get("gpu_id") if settings.engine is EngineName.TORCH else None
         device = select_device(gpu_id)
         threads = None
         if device.type == "cpu":
-            cpus = len(os.sched_getaffinity(0))
-            threads = threads_per_worker(self.settings.torch_threads, int(yaml_config.get("maxWorkers", 1)), cpus)
+            # Workers start together: count at least the archive's minWorkers beside this one.
+            workers = max(running_workers(), int(yaml_config.get("minWorkers", 1)))
+            self.cpus = cpu_share(settings.torch_threads, workers)
+            threads = self.cpus.threads
             torch.set_num_threads(threads)
-        archive_dir = Path(properties["model_dir"])
-        model_dir = archive_dir / self.settings.model_subdir
-        self.encoder = InstructorEncoder.from_folder(model_dir, self.settings, device, threads=threads)
+        timeout = float(yaml_config.get("responseTimeout", DEFAULT_RESPONSE_TIMEOUT_S))
+        started = start_worker(Path(properties["model_dir"]), settings, device, timeout, threads)
+        self.encoder, self.budget = started.encoder, started.budget
         # As resolved at load (an unset max_length is the model's own): what describe shows.
         self.settings = self.encoder.settings
-        self.encoder.encode([WARM_UP_PAIR])
         self.metrics = HandlerMetrics(context.metrics, context.model_name)
-        self.details = worker_details(self.encoder, read_fidelity(archive_dir))
+        self.details = worker_details(started, self.cpus)
+        self._threads_checked_at = time.monotonic()
         self.initialized = True
         logger.info(
-            "INSTRUCTOR handler ready: device=%s threads=%d engine=%s precision=%s (%s) micro_batch=%s fidelity=%s "
-            "settings=%s",
+            "INSTRUCTOR handler ready: device=%s threads=%d (%s) engine=%s precision=%s (%s) micro_batch=%s "
+            "fidelity=%s fidelity_check=%s token_budget=%s settings=%s",
             device,
             threads or torch.get_num_threads(),
+            self.cpus.source if self.cpus else "not a CPU worker",
             self.settings.engine.value,
             self.encoder.resolved.precision.value,
             self.encoder.resolved.reason,
             json.dumps(self.details["micro_batch"]),
             json.dumps(self.details["fidelity"]),
+            json.dumps(self.details["fidelity_check"]),
+            json.dumps(self.details["token_budget"]),
             self.settings.to_mapping(),
         )
+
+    def _rebalance_threads(self) -> None:
+        """A torch worker on CPU follows the worker count after scaling (OpenVINO's threads are fixed at compile)."""
+        now = time.monotonic()
+        if self.cpus is None or self.settings.engine is not EngineName.TORCH or self.settings.torch_threads:
+            return
+        if now - self._threads_checked_at < THREAD_RECHECK_S:
+            return
+        self._threads_checked_at = now
+        share = cpu_share(0, running_workers())
+        if share.threads != self.cpus.threads:
+            logger.info(
+                "workers now %d: threads %d -> %d (%s)", share.workers, self.cpus.threads, share.threads, share.source
+            )
+            torch.set_num_threads(share.threads)
+            self.cpus = share
+            self.details["cpus"] = share.describe()
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """Answer every request of the batch: its vectors, or its own error."""
@@ -114,6 +143,7 @@ class InstructorHandler(BaseHandler):
         if context.get_request_header(0, "describe") == "True":
             # GET /models/NAME?customized=true: not a request to embed or count.
             return [json.dumps(self.describe_handle()).encode("utf-8")]
+        self._rebalance_threads()
         started = time.perf_counter()
         requests: list[EmbeddingRequest | None] = []
         errors: dict[int, ServingError] = {}
@@ -160,11 +190,12 @@ class InstructorHandler(BaseHandler):
             rows = self.encoder.tokenize(pairs)
             stats.tokenize_seconds = time.perf_counter() - started
             kept, rows = self._refuse_too_long(requests, rows, errors)
+            kept, rows = self._refuse_over_budget(kept, rows, errors)
             if not rows:
                 return [None] * len(requests)
             vectors, stats.encode = self.encoder.encode_rows_reported(rows)
             embedded = list(zip(vectors.tolist(), rows, strict=True))
-        except (MemoryError, torch.OutOfMemoryError):
+        except (MemoryError, EngineOutOfMemory):
             logger.exception("out of memory encoding %d pairs", len(pairs))
             failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
         except Exception:
@@ -196,6 +227,24 @@ class InstructorHandler(BaseHandler):
                 continue
             kept.append(request)
             kept_rows += request_rows
+        return kept, kept_rows
+
+    def _refuse_over_budget(
+        self, requests: list[EmbeddingRequest | None], rows: list[TokenizedRow], errors: dict[int, ServingError]
+    ) -> tuple[list[EmbeddingRequest | None], list[TokenizedRow]]:
+        """Give requests over the token budget their 413 (alone) or 503 (beside the batch's others)."""
+        if self.budget is None:
+            return requests, rows
+        per_request = split_by_request(requests, rows)
+        tokens = [None if group is None else sum(len(row.input_ids) for row in group) for group in per_request]
+        longest = [max((len(row.input_ids) for row in group), default=1) if group else 1 for group in per_request]
+        fits = [self.budget.tokens_per_batch // length for length in longest]
+        refused = admit(tokens, self.budget, fits)
+        if not refused:
+            return requests, rows
+        errors.update(refused)
+        kept = [None if index in refused else request for index, request in enumerate(requests)]
+        kept_rows = [row for index, group in enumerate(per_request) if group and index not in refused for row in group]
         return kept, kept_rows
 
     @staticmethod

@@ -35,6 +35,9 @@ SERVED = WorkerConfig(min_workers=1, max_workers=2, batch_size=4, max_batch_dela
 # so what they observe never depends on the clock of a loaded machine.
 FULL_BATCHES = WorkerConfig(batch_size=4, max_batch_delay_ms=10_000)
 SERVER_SCRIPTS = ("serve.py", "container_entrypoint.py")
+# Injected where a test builds a bf16 encoder in-process: the suite never depends on this machine's
+# CPU (tests/test_cpu_independence.py runs the precision tests under flags without bf16).
+NATIVE_BF16_FLAGS = frozenset({"avx512f", "avx512_bf16"})
 _CURRENT_ITEM: list[pytest.Item] = []
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings
-from tests.conftest import EXCLUDE
+from tests.conftest import EXCLUDE, NATIVE_BF16_FLAGS
 from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
 from toolkit.weights import store_transformer_weights
 
@@ -75,8 +75,8 @@ def test_bf16_archive_stores_transformer_weights_in_bf16(tmp_path: Path, tiny_mo
     assert _float_dtypes(archive / "model" / "2_Dense" / "model.safetensors") == {torch.float32}
     assert _float_dtypes(tiny_model_dir / "model.safetensors") == {torch.float32}, "the source model was modified"
     assert yaml.safe_load((archive / "model-config.yaml").read_text())["handler"]["precision"] == "bf16"
-    stored = InstructorEncoder.from_folder(archive / "model", bf16)
-    converted_at_load = InstructorEncoder.from_folder(tiny_model_dir, bf16)
+    stored = InstructorEncoder.from_folder(archive / "model", bf16, cpu_flags=NATIVE_BF16_FLAGS)
+    converted_at_load = InstructorEncoder.from_folder(tiny_model_dir, bf16, cpu_flags=NATIVE_BF16_FLAGS)
     pairs = [("Represent the sentence:", "Weights stored in bf16 load as they are.")]
     assert torch.equal(stored.encode(pairs), converted_at_load.encode(pairs))
 

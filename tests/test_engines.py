@@ -99,10 +99,30 @@ def test_openvino_engine_batches_match_single_rows(openvino_tiny: Path) -> None:
 def test_auto_chooses_by_the_given_flags(flags: frozenset[str], device: str, expected: Precision) -> None:
     engines = [EngineName.TORCH] if device != "cpu" else list(EngineName)
     for engine in engines:
-        resolved = resolve(Precision.AUTO, engine, torch.device(device), flags)
+        resolved = resolve(Precision.AUTO, engine, torch.device(device), flags, gpu_bf16=True)
         assert resolved.precision is expected and resolved.requested is Precision.AUTO
         assert resolved.reason.startswith("auto: ")
     assert resolve(Precision.FP32, EngineName.TORCH, CPU, frozenset({"amx_bf16"})).precision is Precision.FP32
+
+
+def test_gpus_without_native_bf16_run_auto_in_fp32_and_refuse_bf16() -> None:
+    """T4 / V100 (compute capability below 8.0) emulate bf16: auto means fp32 there, explicit bf16 is refused."""
+    gpu = torch.device("cuda:0")
+    resolved = resolve(Precision.AUTO, EngineName.TORCH, gpu, gpu_bf16=False)
+    assert resolved.precision is Precision.FP32 and "no native bf16" in resolved.reason
+    with pytest.raises(Exception, match=r"'bf16' refused: cuda:0 has no native bf16.*Use 'fp32' or 'auto'"):
+        resolve(Precision.BF16, EngineName.TORCH, gpu, gpu_bf16=False)
+    assert resolve(Precision.BF16, EngineName.TORCH, gpu, gpu_bf16=True).precision is Precision.BF16
+    assert resolve(Precision.FP32, EngineName.TORCH, gpu, gpu_bf16=False).precision is Precision.FP32
+
+
+def test_the_gpu_capability_is_asked_of_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an injected answer, the device's compute capability decides (8.0 and newer run bf16)."""
+    from handler import precision as precisions
+
+    for capability, expected in (((7, 5), Precision.FP32), ((8, 0), Precision.BF16), ((9, 0), Precision.BF16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _device, c=capability: c)
+        assert precisions.resolve(Precision.AUTO, EngineName.TORCH, torch.device("cuda:0")).precision is expected
 
 
 def test_openvino_on_a_gpu_is_refused() -> None:

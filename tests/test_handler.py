@@ -10,8 +10,9 @@ import torch
 import yaml
 from ts.context import Context, RequestProcessor
 
+from handler.cpus import cpu_share
 from handler.errors import ModelConfigError
-from handler.torchserve_handler import InstructorHandler, select_device, threads_per_worker
+from handler.torchserve_handler import InstructorHandler, select_device
 from tests.conftest import BATCHING, EXCLUDE
 from toolkit.archive import build_archive
 
@@ -157,6 +158,7 @@ def test_device_and_threads() -> None:
     assert select_device(None) == torch.device("cpu")
     expected_gpu = torch.device("cuda:1") if torch.cuda.is_available() else torch.device("cpu")
     assert select_device("1") == expected_gpu
-    assert threads_per_worker(0, max_workers=2, cpu_count=16) == 8
-    assert threads_per_worker(0, max_workers=4, cpu_count=2) == 1
-    assert threads_per_worker(3, max_workers=4, cpu_count=2) == 3
+    no_cgroup = Path("/nonexistent")
+    assert cpu_share(0, workers=2, affinity=16, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 8
+    assert cpu_share(0, workers=4, affinity=2, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 1
+    assert cpu_share(3, workers=4, affinity=2, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 3

@@ -17,7 +17,7 @@ from handler.errors import ModelConfigError
 from handler.int8 import Int8Linear
 from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
-from tests.conftest import RunningServer, registered_model
+from tests.conftest import NATIVE_BF16_FLAGS, RunningServer, registered_model
 from toolkit.archive import build_archive
 
 MIN_COSINE = {Precision.BF16: 0.999, Precision.INT8: 0.99}
@@ -31,9 +31,14 @@ def _settings(mode: str, precision: Precision) -> HandlerSettings:
     return HandlerSettings.from_mapping({"instruction_mode": mode, "precision": precision.value})
 
 
+def _encoder(model_dir: Path, mode: str, precision: Precision) -> InstructorEncoder:
+    """The encoder in ``precision``, on injected flags that run bf16 (never this machine's own)."""
+    return InstructorEncoder.from_folder(model_dir, _settings(mode, precision), cpu_flags=NATIVE_BF16_FLAGS)
+
+
 def _cosines(model_dir: Path, mode: str, precision: Precision) -> torch.Tensor:
     exact = InstructorEncoder.from_folder(model_dir, _settings(mode, Precision.FP32)).encode(PAIRS)
-    reduced = InstructorEncoder.from_folder(model_dir, _settings(mode, precision)).encode(PAIRS)
+    reduced = _encoder(model_dir, mode, precision).encode(PAIRS)
     assert reduced.dtype == torch.float32 and reduced.shape == exact.shape
     return torch.nn.functional.cosine_similarity(exact, reduced, dim=1)
 
@@ -52,8 +57,8 @@ def test_minilm_vectors_stay_close_to_fp32(minilm_dir: Path, precision: Precisio
 
 def test_reduced_precisions_really_change_the_computation(tiny_model_dir: Path) -> None:
     """Guards the tests above: a mode that silently ran fp32 would pass them trivially."""
-    bf16 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.BF16))
-    int8 = InstructorEncoder.from_folder(tiny_model_dir, _settings("exclude", Precision.INT8))
+    bf16 = _encoder(tiny_model_dir, "exclude", Precision.BF16)
+    int8 = _encoder(tiny_model_dir, "exclude", Precision.INT8)
     assert next(bf16.engine.transformer.parameters()).dtype == torch.bfloat16
     assert any(isinstance(m, Int8Linear) for m in int8.engine.transformer.modules()), "no Linear layer was quantized"
     assert not any(type(m) is torch.nn.Linear for m in int8.engine.transformer.modules())

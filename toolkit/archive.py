@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from handler.budget import MIN_RESPONSE_TIMEOUT_S, measure_rate, response_timeout_for
 from handler.encoder import InstructorEncoder
-from handler.fidelity import FIDELITY_FILE
+from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
 from handler.model_files import WEIGHT_FILES, max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.precision import load_dtype
@@ -60,14 +61,15 @@ class WorkerConfig:
     """TorchServe's per-model settings, written to ``model-config.yaml`` in the archive.
 
     Workers are capped (1 by default): every worker holds its own copy of the model, and
-    TorchServe would otherwise start one per CPU.
+    TorchServe would otherwise start one per CPU. ``response_timeout_s`` None: derived at build
+    from the mode's measured speed (:func:`handler.budget.response_timeout_for`).
     """
 
     min_workers: int = 1
     max_workers: int = 1
     batch_size: int = 8
     max_batch_delay_ms: int = 5
-    response_timeout_s: int = 120
+    response_timeout_s: int | None = None
     startup_timeout_s: int = 300
 
     def to_yaml_mapping(self) -> dict[str, Any]:
@@ -77,7 +79,7 @@ class WorkerConfig:
             "maxWorkers": self.max_workers,
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
-            "responseTimeout": self.response_timeout_s,
+            "responseTimeout": self.response_timeout_s or MIN_RESPONSE_TIMEOUT_S,
             "startupTimeout": self.startup_timeout_s,
         }
 
@@ -90,8 +92,13 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def _stage(staging: Path, model_dir: Path, settings: HandlerSettings, force: bool, say: Callable[[str], None]) -> Path:
-    """Stage handler and model, export the engine's model, run the fidelity gate; returns the folder."""
+def _stage(
+    staging: Path, model_dir: Path, settings: HandlerSettings, force: bool, say: Callable[[str], None]
+) -> tuple[Path, float]:
+    """Stage handler and model, export the engine's model, run the fidelity gate.
+
+    Returns the folder and the served mode's speed here (tokens per second on a full-length row).
+    """
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     staged_model = extra / "model"
@@ -107,14 +114,19 @@ def _stage(staging: Path, model_dir: Path, settings: HandlerSettings, force: boo
         # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
         store_transformer_weights(staged_model, load_dtype(settings.precision))
     report = run_gate(model_dir, staged_model, settings, force=force)
-    if report is not None:
+    if report is None:
+        rate = measure_rate(InstructorEncoder.from_folder(staged_model, settings))
+    else:
+        rate = report.build_tokens_per_s
         (extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | details, indent=2))
-        verdict = "FORCED below the floor" if report.forced else "passed"
+        assert report.reference is not None
+        (extra / REFERENCE_FILE).write_text(json.dumps(report.reference.to_mapping()))
         say(
-            f"fidelity gate {verdict}: {report.precision} min cosine {report.min_cosine} "
-            f"(floor {report.floor}, {report.probes} probes, {report.measured_with})"
+            f"fidelity gate {report.verdict}: {report.precision} min cosine {report.min_cosine} "
+            f"(floor {report.floor}, {report.probes} probes, {report.measured_with}); "
+            "each worker re-measures its own engine at start"
         )
-    return extra
+    return extra, rate
 
 
 def _export_openvino(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> QuantizationReport | None:
@@ -211,7 +223,16 @@ def build_archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
         staging = Path(staging_name)
-        extra = _stage(staging, model_dir, settings, force, say)
+        extra, rate = _stage(staging, model_dir, settings, force, say)
+        if workers.response_timeout_s is None:
+            full_request = settings.max_items_per_request * settings.max_length
+            timeout = response_timeout_for(rate, full_request)
+            workers = dataclasses.replace(workers, response_timeout_s=timeout)
+            say(
+                f"responseTimeout {timeout} s: {rate:.0f} tokens/s measured here, a full request of "
+                f"{full_request} tokens needs {full_request / rate:.0f} s (workers refuse more than they can "
+                "compute in half of it: 413)"
+            )
         config_file = staging / "model-config.yaml"
         config_file.write_text(model_config_yaml(workers, settings))
         handler_file = extra / "handler" / "torchserve_handler.py"

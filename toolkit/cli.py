@@ -76,7 +76,12 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=defaults.max_workers, help="min and max workers")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
-    parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="seconds")
+    parser.add_argument(
+        "--response-timeout",
+        type=int,
+        default=defaults.response_timeout_s,
+        help="seconds (default: sized from the mode's speed measured at build, 120-600)",
+    )
     parser.add_argument(
         "--precision",
         choices=[precision.value for precision in Precision],

@@ -5,7 +5,14 @@ model being archived, once in fp32 (torch, the reference) and once in the archiv
 through the archive's own engine and staged files, and refuses the archive when the lowest
 per-pair cosine falls below the floor: 0.999 for bf16 (and auto, which may run bf16), 0.99 for
 int8. The refusal names the figure and a safer mode; ``--force`` builds anyway and records that.
-The figures travel in the archive (``fidelity.json``) and show in describe and the worker log.
+
+The gate never certifies a mode with an engine other than the one that serves it. OpenVINO bf16
+on a build machine without native bf16 would silently compute f32, so there the figure comes from
+torch bf16 (a stand-in, kinder than the engine: transformers keeps T5's ``wo`` layers in fp32) and
+the verdict is "not measured on this engine": no pass. The stand-in can still refuse (below the
+floor already). Every gated archive also carries the probe pairs' fp32 vectors
+(:data:`handler.fidelity.REFERENCE_FILE`), and each worker measures its own engine against them at
+start (:func:`handler.fidelity.check_at_start`), which decides where the build could not.
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ from typing import Any
 
 import torch
 
+from handler.budget import measure_rate
 from handler.encoder import InstructorEncoder
+from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVectors
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
 from handler.settings import EngineName, HandlerSettings, Precision
 from toolkit.probes import PROBE_PAIRS
 
-MIN_COSINE = {Precision.BF16: 0.999, Precision.INT8: 0.99}
 SAFER_MODE = {Precision.BF16: "fp32", Precision.INT8: "bf16 (on CPUs with AMX/AVX512_BF16) or fp32"}
 
 
@@ -31,20 +39,31 @@ class FidelityGateError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class FidelityReport:
-    """One gate run: what was measured, how, and the verdict."""
+    """One gate run: what was measured, how, and the verdict.
+
+    ``passed`` is None when the serving engine could not be measured here (``verdict`` says so);
+    ``build_tokens_per_s`` is the candidate's speed here (:func:`handler.budget.measure_rate`);
+    ``reference`` (the probe pairs' fp32 vectors) goes into the archive beside the figures.
+    """
 
     precision: str
     engine: str
     measured_with: str
+    measured_on_engine: bool
     min_cosine: float
     mean_cosine: float
     floor: float
     probes: int
-    passed: bool
+    passed: bool | None
     forced: bool
+    verdict: str
+    build_tokens_per_s: float = 0.0
+    reference: ReferenceVectors | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_mapping(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values.pop("reference")
+        return values
 
 
 def gated_precision(precision: Precision) -> Precision | None:
@@ -54,25 +73,18 @@ def gated_precision(precision: Precision) -> Precision | None:
     )
 
 
-def cosines(reference: InstructorEncoder, candidate: InstructorEncoder) -> torch.Tensor:
-    """Per-probe cosine between the two encoders' vectors (all probes in one mixed batch)."""
-    exact = reference.encode(PROBE_PAIRS)
-    reduced = candidate.encode(PROBE_PAIRS)
-    return torch.nn.functional.cosine_similarity(exact, reduced, dim=1)
-
-
 def _candidate(
     source_dir: Path, staged_dir: Path, settings: HandlerSettings, precision: Precision, flags: frozenset[str]
-) -> tuple[InstructorEncoder, str]:
-    """The encoder in the mode under test, and a line saying how it was computed on this machine."""
+) -> tuple[InstructorEncoder, str, bool]:
+    """The encoder in the mode under test, how it was computed here, and whether that is the serving engine."""
     resolved = ResolvedPrecision(settings.precision, precision, "fidelity gate")
-    if precision is Precision.BF16 and not has_native_bf16(flags):
-        # OpenVINO would silently compute f32 here: measure bf16 rounding with torch instead.
+    if precision is Precision.BF16 and settings.engine is EngineName.OPENVINO and not has_native_bf16(flags):
+        # OpenVINO would silently compute f32 here: torch bf16 stands in, and certifies nothing.
         torch_settings = dataclasses.replace(settings, engine=EngineName.TORCH)
         encoder = InstructorEncoder.from_folder(source_dir, torch_settings, resolved=resolved)
-        return encoder, "torch bf16 (this CPU has no native bf16; the engine would compute f32 here)"
+        return encoder, "torch bf16 stand-in (this CPU has no native bf16; OpenVINO would compute f32 here)", False
     encoder = InstructorEncoder.from_folder(staged_dir, settings, resolved=resolved)
-    return encoder, f"{settings.engine.value} {precision.value} on this CPU"
+    return encoder, f"{settings.engine.value} {precision.value} on this CPU", True
 
 
 def run_gate(
@@ -84,6 +96,8 @@ def run_gate(
 ) -> FidelityReport | None:
     """Measure the archive's mode against fp32; None when the mode needs no gate (fp32).
 
+    ``flags`` are the build machine's CPU flags (read from it when not given; tests inject them).
+
     Raises:
         FidelityGateError: the lowest cosine is below the floor and ``force`` is off.
     """
@@ -93,22 +107,33 @@ def run_gate(
     flags = cpu_flags() if flags is None else flags
     reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
     reference = InstructorEncoder.from_folder(source_dir, reference_settings)
-    candidate, measured_with = _candidate(source_dir, staged_dir, settings, precision, flags)
-    values = cosines(reference, candidate)
+    exact = reference.encode(PROBE_PAIRS)
+    del reference
+    candidate, measured_with, on_engine = _candidate(source_dir, staged_dir, settings, precision, flags)
+    values = torch.nn.functional.cosine_similarity(exact, candidate.encode(PROBE_PAIRS), dim=1)
     floor = MIN_COSINE[precision]
     lowest = float(values.min())
+    below = lowest < floor
+    if below:
+        verdict = "FORCED below the floor" if force else "refused"
+    else:
+        verdict = "passed" if on_engine else NOT_MEASURED_ON_ENGINE
     report = FidelityReport(
         precision=precision.value,
         engine=settings.engine.value,
         measured_with=measured_with,
+        measured_on_engine=on_engine,
         min_cosine=round(lowest, 6),
         mean_cosine=round(float(values.mean()), 6),
         floor=floor,
         probes=len(values),
-        passed=lowest >= floor,
-        forced=force and lowest < floor,
+        passed=(not below) if on_engine else (False if below else None),
+        forced=force and below,
+        verdict=verdict,
+        build_tokens_per_s=round(measure_rate(candidate), 1),
+        reference=ReferenceVectors(PROBE_PAIRS, exact),
     )
-    if not report.passed and not force:
+    if below and not force:
         raise FidelityGateError(
             f"fidelity gate: precision '{settings.precision.value}' ({measured_with}) gives min cosine "
             f"{lowest:.5f} to fp32 on {len(values)} probe pairs, below the floor {floor}; use precision "
@@ -120,8 +145,10 @@ def run_gate(
 def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] | None = None) -> str | None:
     """For an fp32 model on a CPU that runs bf16 natively: how ``auto`` would serve it, with its fidelity.
 
-    None when the archive already asks for a reduced mode or ``auto`` would pick fp32 here.
-    The figure is this model's own gate measurement in bf16 (torch bf16 rounding).
+    None when the archive already asks for a reduced mode (its own gate figure is in describe) or
+    ``auto`` would pick fp32 here. The figure is torch bf16 against fp32 on the probe set, measured
+    with one copy of the model (cast to bf16 in place after the fp32 pass); ``make serve`` asks
+    before any worker of the archive starts, so the model is never held twice.
     """
     if settings.precision is not Precision.FP32:
         return None
@@ -129,11 +156,30 @@ def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] 
     decided = resolve(Precision.AUTO, settings.engine, torch.device("cpu"), flags)
     if decided.precision is Precision.FP32:
         return None
-    trial = dataclasses.replace(settings, precision=Precision.BF16, engine=EngineName.TORCH)
-    report = run_gate(model_dir, model_dir, trial, force=True, flags=flags)
-    assert report is not None
-    verdict = "passes the gate" if report.passed else "below the gate's floor: keep fp32"
+    encoder = InstructorEncoder.from_folder(
+        model_dir, dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+    )
+    exact = encoder.encode(PROBE_PAIRS)
+    to_bf16_in_place(encoder.engine.transformer)
+    values = torch.nn.functional.cosine_similarity(exact, encoder.encode(PROBE_PAIRS), dim=1)
+    floor = MIN_COSINE[Precision.BF16]
+    lowest = float(values.min())
+    verdict = "passes the gate" if lowest >= floor else "below the gate's floor: keep fp32"
+    engine_note = "" if settings.engine is EngineName.TORCH else "; each OpenVINO worker measures its own at start"
     return (
         f"{decided.reason}: PRECISION=auto would serve this model about 4x faster than fp32 (docs/benchmarks), "
-        f"at min cosine {report.min_cosine} to fp32 on {report.probes} probe pairs (floor {report.floor}, {verdict})"
+        f"at min cosine {round(lowest, 6)} to fp32 on {len(values)} probe pairs (torch bf16, floor {floor}, "
+        f"{verdict}{engine_note})"
     )
+
+
+def to_bf16_in_place(transformer: torch.nn.Module) -> None:
+    """Cast a transformers model to bf16 as ``from_pretrained(dtype=bfloat16)`` loads it.
+
+    The modules the model class keeps in fp32 (T5's ``wo``: ``_keep_in_fp32_modules``) stay fp32.
+    """
+    transformer.to(torch.bfloat16)
+    kept = tuple(getattr(transformer, "_keep_in_fp32_modules", None) or ())
+    for name, module in transformer.named_modules():
+        if kept and name.split(".")[-1] in kept:
+            module.float()

@@ -15,9 +15,12 @@ import openvino as ov
 import torch
 
 from handler.engines import OPENVINO_DIR, OPENVINO_MODEL
-from handler.errors import ModelConfigError
+from handler.errors import EngineOutOfMemory, ModelConfigError
 from handler.settings import EngineName, Precision
 
+# What OpenVINO's CPU plugin says when an allocation fails (src/plugins/intel_cpu/src/cpu_memory.cpp);
+# it raises a plain RuntimeError.
+ALLOCATION_FAILURE = "Failed to allocate"
 # The inference precision OpenVINO's CPU plugin is told per mode.
 INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.INT8: "f32"}
 
@@ -33,12 +36,21 @@ class OpenVinoEngine:
         self.request = compiled.create_infer_request()
 
     def last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's output for one padded batch, as a float32 CPU tensor."""
+        """The encoder's output for one padded batch, as a float32 CPU tensor.
+
+        Raises:
+            EngineOutOfMemory: the CPU plugin could not allocate what the batch needs.
+        """
         inputs = {
             "input_ids": np.ascontiguousarray(input_ids.numpy(), dtype=np.int64),
             "attention_mask": np.ascontiguousarray(attention_mask.numpy(), dtype=np.int64),
         }
-        self.request.infer(inputs, share_inputs=True)
+        try:
+            self.request.infer(inputs, share_inputs=True)
+        except RuntimeError as err:
+            if ALLOCATION_FAILURE not in str(err):
+                raise
+            raise EngineOutOfMemory(str(err)) from err
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
 
     def describe(self) -> dict[str, str]:

@@ -8,16 +8,35 @@ weights in bf16; int8 swaps every Linear for :class:`handler.int8.Int8Linear` (C
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, T5EncoderModel
 
-from handler.errors import ModelConfigError
+from handler.errors import EngineOutOfMemory, ModelConfigError
 from handler.int8 import quantize_linears
 from handler.precision import load_dtype
 from handler.settings import EngineName, Precision
+
+# What torch's CPU allocator says when an allocation fails (c10/core/impl/alloc_cpu.cpp); it raises a
+# plain RuntimeError, not torch.OutOfMemoryError (which only CUDA and other accelerators raise).
+CPU_ALLOCATION_FAILURE = "DefaultCPUAllocator: can't allocate memory"
+
+
+@contextlib.contextmanager
+def torch_out_of_memory() -> Iterator[None]:
+    """Turn torch's allocation failures (CUDA's typed error, the CPU allocator's message) into EngineOutOfMemory."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        raise EngineOutOfMemory(str(err)) from err
+    except RuntimeError as err:
+        if CPU_ALLOCATION_FAILURE not in str(err):
+            raise
+        raise EngineOutOfMemory(str(err)) from err
 
 
 class TorchEngine:
@@ -32,9 +51,14 @@ class TorchEngine:
         self.transformer = quantize_linears(transformer) if precision is Precision.INT8 else transformer
 
     def last_hidden_state(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's output for one padded batch, on the engine's device."""
-        output = self.transformer(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
-        return output.last_hidden_state
+        """The encoder's output for one padded batch, on the engine's device.
+
+        Raises:
+            EngineOutOfMemory: the device could not allocate what the batch needs.
+        """
+        with torch_out_of_memory():
+            ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+            return self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
 def load_transformer(model_root: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

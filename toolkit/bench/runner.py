@@ -23,12 +23,12 @@ import requests
 import torch
 from transformers import AutoTokenizer
 
+from handler.cpus import cpu_share
 from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.fidelity import read_fidelity
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, resolve
 from handler.settings import EngineName, HandlerSettings, Precision
-from handler.torchserve_handler import threads_per_worker
 from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.limit import measure_limit
@@ -141,7 +141,7 @@ def measure_limits(
     options: BenchOptions,
 ) -> dict[str, dict[str, Any]]:
     """Per variant and workload: the archive's encoder alone on the server's batch composition."""
-    threads = threads_per_worker(0, options.workers.max_workers, len(os.sched_getaffinity(0)))
+    threads = cpu_share(0, options.workers.max_workers).threads
     torch.set_num_threads(threads)
     limits: dict[str, dict[str, Any]] = {}
     for label, (engine, precision) in chosen.items():
