@@ -23,6 +23,9 @@ from handler.errors import BatchFullError, TokenBudgetError
 # The share of responseTimeout a batch may plan to use: headroom for a busier moment than the
 # measurement's, for padding, and for attention's growth past the measured length.
 BUDGET_SHARE = 0.5
+# The measured row's length: max_length, at most this (a very long max_length would make the
+# measurement itself the slowest thing a worker ever does).
+MEASURED_TOKENS = 512
 # Bounds of a responseTimeout the builder derives (seconds).
 MIN_RESPONSE_TIMEOUT_S = 120
 MAX_RESPONSE_TIMEOUT_S = 600
@@ -51,8 +54,9 @@ class TokenBudget:
 
 def measure_rate(encoder: Any, rounds: int = 2) -> float:
     """Tokens per second of ``encoder`` (an :class:`~handler.encoder.InstructorEncoder`) on one
-    ``max_length``-token row: the best of ``rounds`` (the first may pay a new shape's set-up)."""
-    (row,) = encoder.tokenize([("", "measure " * encoder.settings.max_length)])
+    ``max_length``-token row (at most :data:`MEASURED_TOKENS`): the best of ``rounds`` (the first
+    may pay a new shape's set-up)."""
+    (row,) = encoder.tokenize([("", "measure " * min(encoder.settings.max_length, MEASURED_TOKENS))])
     best = math.inf
     for _ in range(rounds):
         started = time.perf_counter()

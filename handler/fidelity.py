@@ -11,8 +11,9 @@ pairs, compares with the stored vectors, and keeps the mode only when the lowest
 floor (0.999 bf16, 0.99 int8), or when the build was forced below it on purpose for an explicit
 mode. Otherwise it falls back to fp32 where the archive can compute fp32 exactly (OpenVINO bf16 /
 auto exports are fp32 models; torch ``auto`` archives keep fp32 weights), else it refuses to load
-with the reason. An archive that asks for a reduced mode and carries no verdict at all is treated
-the same way, so a hand-built bf16 or int8 archive never runs silently.
+with the reason. An archive that asks for an explicit reduced mode and carries neither a verdict nor
+the vectors is refused (``auto`` falls back to fp32), so a hand-built bf16 or int8 archive never
+runs silently.
 """
 
 from __future__ import annotations
@@ -169,7 +170,12 @@ def check_at_start(
         f"{'no fidelity verdict' if verdict is None else repr(verdict)} for engine '{engine.value}' and no fp32 "
         "vectors to measure against"
     )
-    return _fall_back_or_refuse(requested, engine, problem, None)
+    if requested is Precision.AUTO:
+        return _fall_back_or_refuse(requested, engine, problem, None)
+    raise ModelConfigError(
+        f"{problem}: refused. Build it with scripts/build_archive.py (the fidelity gate measures the mode and "
+        "stores the vectors), or --force it there to run below the floor on purpose"
+    )
 
 
 def _build_verdict(fidelity: dict[str, Any] | None, engine: EngineName, running: Precision) -> str | None:

@@ -10,6 +10,7 @@ fixture set up for it) runs, such a launch fails the test before anything starts
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from handler.settings import HandlerSettings
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
 from toolkit.scratch_server import RunningServer, running_server
-from toolkit.tiny_model import build_test_model
+from toolkit.tiny_model import build_test_model, inject_outliers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXCLUDE = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
@@ -84,6 +85,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_shape_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialized model of instructor-base's shape (12 layers, d_model 768), built once."""
     return build_test_model(tmp_path_factory.mktemp("models") / "base-shape", "base")
+
+
+@pytest.fixture(scope="session")
+def outlier_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model with a massive common activation injected: built to fail reduced precision."""
+    target = tmp_path_factory.mktemp("outliers") / "tiny-outliers"
+    shutil.copytree(tiny_model_dir, target)
+    return inject_outliers(target)
 
 
 @pytest.fixture(scope="session")

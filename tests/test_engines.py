@@ -8,7 +8,6 @@ silently compute f32 there), so every assertion holds on any x86 CPU.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +26,6 @@ from toolkit.archive import build_archive
 from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint, run_gate
 from toolkit.probes import PROBE_PAIRS
 from toolkit.scratch_server import running_server
-from toolkit.tiny_model import inject_outliers
 
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + list(PROBE_PAIRS)
 CPU = torch.device("cpu")
@@ -49,14 +47,6 @@ def built_model(model_dir: Path, store: Path, wanted: HandlerSettings, name: str
 @pytest.fixture(scope="module")
 def openvino_tiny(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     return built_model(tiny_model_dir, tmp_path_factory.mktemp("ov-tiny"), settings("exclude", "openvino"), "tiny-ov")
-
-
-@pytest.fixture(scope="module")
-def outlier_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny model with a massive common activation injected: built to fail reduced precision."""
-    target = tmp_path_factory.mktemp("outliers") / "tiny-outliers"
-    shutil.copytree(tiny_model_dir, target)
-    return inject_outliers(target)
 
 
 def test_openvino_fp32_matches_torch_within_1e_5(
