@@ -229,6 +229,18 @@ def test_serve_says_when_auto_would_be_faster_with_the_measured_fidelity(tiny_mo
     assert auto_hint(tiny_model_dir, settings("exclude", precision="bf16"), frozenset({"amx_bf16"})) is None
 
 
+def test_the_hint_measures_what_torch_bf16_serves_with_one_copy(tiny_model_dir: Path, outlier_model_dir: Path) -> None:
+    """The in-place cast keeps T5's fp32 modules as loading in bf16 does: the same figure as the gate's."""
+    for model in (tiny_model_dir, outlier_model_dir):
+        hint = auto_hint(model, settings("exclude"), frozenset({"avx512_bf16"}))
+        gate = run_gate(
+            model, model, settings("exclude", "torch", "bf16"), force=True, flags=frozenset({"avx512_bf16"})
+        )
+        assert hint is not None and gate is not None
+        assert f"at min cosine {gate.min_cosine} to fp32" in hint
+    assert "below the gate's floor" in hint  # the outlier model, last
+
+
 @pytest.fixture(scope="module")
 def openvino_base(tmp_path_factory: pytest.TempPathFactory, base_shape_dir: Path) -> Path:
     """instructor-base's shape exported for OpenVINO (the same model file serves fp32, bf16 and auto)."""

@@ -16,6 +16,7 @@ from handler.errors import ModelConfigError
 from handler.settings import EngineName, HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
+from toolkit.export import ExportError
 from toolkit.fidelity_gate import FidelityGateError, auto_hint
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
@@ -33,6 +34,7 @@ EXPECTED_ERRORS = (
     model_source.ModelSourceError,
     server.ServerError,
     FidelityGateError,
+    ExportError,
 )
 
 
@@ -269,6 +271,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         args.export_dir = layout.workdir / model_store
         source, archive = _build(args)
         print(f"model: {source.label}; archive: {archive}")
+        # Before any worker loads the model: the hint's one copy is never held beside a worker's.
+        settings = HandlerSettings.from_mapping(
+            {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
+        )
+        hint = auto_hint(source.path, settings)
         pid = server.running_pid(layout)
         if pid is None:
             server.start(layout)
@@ -289,10 +296,6 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
         print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
         print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
-        settings = HandlerSettings.from_mapping(
-            {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
-        )
-        hint = auto_hint(source.path, settings)
         if hint:
             print(f"note: {hint}")
         return 0

@@ -41,6 +41,7 @@ from handler.errors import ModelConfigError
 from handler.settings import EngineName, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
+from toolkit.export import ExportError
 from toolkit.fidelity_gate import FidelityGateError
 from toolkit.model_source import ModelSource
 
@@ -247,6 +248,7 @@ def main() -> int:
         ModelConfigError,
         ArchiveError,
         FidelityGateError,
+        ExportError,
         server.ServerError,
         ValueError,
         OSError,

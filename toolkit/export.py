@@ -55,6 +55,10 @@ class HiddenStateEncoder(torch.nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+class ExportError(Exception):
+    """The export could not keep a promise it makes (a layer chosen to stay in float is not in the graph)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizationReport:
     """What the int8 export did: the layers kept in float and why."""
@@ -108,7 +112,11 @@ def convert(model_dir: Path) -> tuple[object, torch.nn.Module]:
     """The folder's transformer as an OpenVINO model (fp32, dynamic batch and sequence axes)."""
     import openvino as ov
 
-    module = HiddenStateEncoder(load_transformer(model_dir)).eval()
+    transformer = load_transformer(model_dir)
+    if getattr(transformer, "pooler", None) is not None:
+        # BERT-style poolers feed no output of ours: without them every Linear is in the graph.
+        transformer.pooler = None
+    module = HiddenStateEncoder(transformer).eval()
     ones = torch.ones((2, 8), dtype=torch.long)
     example = {"input_ids": ones, "attention_mask": ones}
     dynamic = ov.PartialShape([-1, -1])
@@ -162,9 +170,16 @@ def quantize_int8(
     import nncf
 
     matmuls = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
-    # Layers the traced graph does not use (BERT's pooler) are not quantized anyway.
-    ratios = {name: ratio for name, ratio in outlier_linears(module, batches).items() if node_name(name) in matmuls}
+    ratios = outlier_linears(module, batches)
     ignored = tuple(sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO))
+    missing = [name for name in ignored if node_name(name) not in matmuls]
+    if missing:
+        # NNCF would quantize them anyway: the outlier protection must never turn itself off silently.
+        raise ExportError(
+            f"int8: layers chosen to stay in float (outlier ratio > {OUTLIER_RATIO}) are not in the OpenVINO graph "
+            f"under their expected names: {[node_name(name) for name in missing]}; the converter may have renamed "
+            "its nodes (openvino upgraded?). Build with precision bf16 or fp32, or fix toolkit/export.py:node_name"
+        )
     scope = nncf.IgnoredScope(names=[node_name(name) for name in ignored], validate=True)
     dataset = nncf.Dataset([{key: value.numpy() for key, value in batch.items()} for batch in batches])
     quantized = nncf.quantize(
