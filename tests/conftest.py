@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from handler.encoder import InstructorEncoder
+from handler.precision import CPU_FLAGS_ENV
 from handler.settings import HandlerSettings
 from toolkit import server
 from toolkit.archive import WorkerConfig, build_archive
@@ -126,10 +127,16 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     """One TorchServe for the session, shared by tests that do not disturb each other.
 
     Its store holds the tiny archive ``instructor.mar`` (:data:`SERVED`), nothing is registered
-    at start. A test module registers its own models under its own names, puts other archives
+    at start; its workers run on injected CPU flags with bf16 (:data:`NATIVE_BF16_FLAGS`). A test module registers its own models under its own names, puts other archives
     in ``model_store`` as it needs, and unregisters what it registered.
     """
-    with running_torchserve(tmp_path_factory.mktemp("torchserve"), tiny_model_dir, SERVED) as running:
+    # Its workers see CPU flags that run bf16 whatever this machine has (served bf16 tests pass on every CI kind).
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(CPU_FLAGS_ENV, ",".join(sorted(NATIVE_BF16_FLAGS)))
+            running = stack.enter_context(
+                running_torchserve(tmp_path_factory.mktemp("torchserve"), tiny_model_dir, SERVED)
+            )
         yield running
 
 
