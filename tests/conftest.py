@@ -127,8 +127,9 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     """One TorchServe for the session, shared by tests that do not disturb each other.
 
     Its store holds the tiny archive ``instructor.mar`` (:data:`SERVED`), nothing is registered
-    at start; its workers run on injected CPU flags with bf16 (:data:`NATIVE_BF16_FLAGS`). A test module registers its own models under its own names, puts other archives
-    in ``model_store`` as it needs, and unregisters what it registered.
+    at start; its workers run on injected CPU flags with bf16 (:data:`NATIVE_BF16_FLAGS`). A test
+    module registers its own models under its own names, puts other archives in ``model_store``
+    as it needs, and unregisters what it registered.
     """
     # Its workers see CPU flags that run bf16 whatever this machine has (served bf16 tests pass on every CI kind).
     with contextlib.ExitStack() as stack:
