@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # TorchServe's own default responseTimeout (seconds), for an archive whose model-config.yaml has none.
 DEFAULT_RESPONSE_TIMEOUT_S = 120
+OUT_OF_MEMORY = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
 # How often a torch worker on CPU recounts the workers beside it (scaling changes them).
 THREAD_RECHECK_S = 10.0
 
@@ -185,6 +186,7 @@ class InstructorHandler(BaseHandler):
         if not pairs:
             return [None] * len(requests)
         kept: list[EmbeddingRequest | None] = list(requests)
+        rows: list[TokenizedRow] | None = None
         try:
             started = time.perf_counter()
             rows = self.encoder.tokenize(pairs)
@@ -197,7 +199,10 @@ class InstructorHandler(BaseHandler):
             embedded = list(zip(vectors.tolist(), rows, strict=True))
         except (MemoryError, EngineOutOfMemory):
             logger.exception("out of memory encoding %d pairs", len(pairs))
-            failure: ServingError = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
+            if rows is not None and sum(request is not None for request in kept) > 1:
+                # One request's size should not fail the others: each is tried alone.
+                return self._encode_each_alone(kept, rows, errors, stats)
+            failure: ServingError = OUT_OF_MEMORY
         except Exception:
             logger.exception("encoding %d pairs failed", len(pairs))
             failure = InternalError("the model failed to encode this batch; the server log has details")
@@ -211,6 +216,35 @@ class InstructorHandler(BaseHandler):
             if request is not None:
                 errors[index] = failure
         return [None] * len(requests)
+
+    def _encode_each_alone(
+        self,
+        requests: list[EmbeddingRequest | None],
+        rows: list[TokenizedRow],
+        errors: dict[int, ServingError],
+        stats: BatchStats,
+    ) -> list[list[EmbeddedRow] | None]:
+        """After a batch ran out of memory: encode each request on its own; only those that fail alone get 507."""
+        answers: list[list[EmbeddedRow] | None] = [None] * len(requests)
+        stats.encode = None
+        for index, group in enumerate(split_by_request(requests, rows)):
+            if not group:
+                continue
+            try:
+                vectors = self.encoder.encode_rows(group)
+            except (MemoryError, EngineOutOfMemory):
+                logger.exception("out of memory encoding request %d alone (%d pairs)", index, len(group))
+                errors[index] = OUT_OF_MEMORY
+                continue
+            except Exception:
+                logger.exception("encoding request %d alone failed", index)
+                errors[index] = InternalError("the model failed to encode this request; the server log has details")
+                continue
+            answers[index] = list(zip(vectors.tolist(), group, strict=True))
+            stats.pairs += len(group)
+            stats.tokens += sum(len(row.input_ids) for row in group)
+            stats.truncated += sum(row.truncated for row in group)
+        return answers
 
     def _refuse_too_long(
         self, requests: list[EmbeddingRequest | None], rows: list[TokenizedRow], errors: dict[int, ServingError]

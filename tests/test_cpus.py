@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from handler.cpus import cgroup_quota, cpu_share
+from tests.conftest import RunningServer, registered_model
 
 
 def cgroup_v2(tmp_path: Path, cpu_max: str, parent_cpu_max: str | None = None) -> tuple[Path, Path]:
@@ -73,3 +74,14 @@ def test_the_threads_setting_wins(tmp_path: Path) -> None:
     root, self_cgroup = cgroup_v2(tmp_path, "200000 100000")
     share = cpu_share(6, workers=4, affinity=32, cgroup_root=root, self_cgroup=self_cgroup)
     assert share.threads == 6 and share.source == "handler setting torch_threads"
+
+
+@pytest.mark.integration
+def test_a_served_worker_counts_the_workers_the_server_runs(torchserve: RunningServer) -> None:
+    with registered_model(torchserve, "instructor.mar", "instructor", initial_workers=1):
+        (described,) = torchserve.management.describe("instructor", customized=True)
+        running = sum(
+            len(torchserve.management.describe(name)[0]["workers"]) for name in torchserve.management.list_models()
+        )
+    share = described["customizedMetadata"]["cpus"]
+    assert share["workers"] == running and share["threads"] == max(1, share["cpus"] // running)

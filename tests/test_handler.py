@@ -162,3 +162,25 @@ def test_device_and_threads() -> None:
     assert cpu_share(0, workers=2, affinity=16, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 8
     assert cpu_share(0, workers=4, affinity=2, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 1
     assert cpu_share(3, workers=4, affinity=2, cgroup_root=no_cgroup, self_cgroup=no_cgroup).threads == 3
+
+
+def test_a_torch_worker_follows_the_worker_count_after_scaling(
+    unpacked_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads = CPUs / workers running, recounted while serving (scaling through PUT /models changes it)."""
+    import handler.torchserve_handler as glue
+
+    original = torch.get_num_threads()
+    monkeypatch.setattr(glue, "running_workers", lambda: 1)
+    instance = InstructorHandler()
+    instance.initialize(make_context(unpacked_archive, 1))
+    try:
+        cpus = instance.cpus.cpus
+        assert (instance.cpus.workers, torch.get_num_threads()) == (1, cpus)
+        monkeypatch.setattr(glue, "running_workers", lambda: 2)
+        instance._threads_checked_at -= glue.THREAD_RECHECK_S + 1
+        run_batch(instance, unpacked_archive, [{"body": {"inputs": ["", "Scaled."]}}])
+        assert (instance.cpus.workers, torch.get_num_threads()) == (2, max(1, cpus // 2))
+        assert instance.describe_handle()["cpus"]["workers"] == 2
+    finally:
+        torch.set_num_threads(original)

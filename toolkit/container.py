@@ -15,6 +15,7 @@ code); a restart with the same record reuses it, any difference rebuilds it and 
 | PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) |
 | ENGINE | torch | torch, openvino (CPU; the encoder is exported when the archive is built) |
 | WORKERS | 1 | workers per model |
+| MAX_LENGTH | (the model's own) | tokens per input after truncation (the model's max_seq_length: 512 for hkunlp) |
 | MODELS_DIR | /models | downloads and mounted models |
 | MODEL_STORE | /home/serve/model_store | where the archive is built |
 | WORKDIR | /home/serve/run | TorchServe's start directory (key_file.json), logs |
@@ -54,6 +55,7 @@ RECORD_NAMES = {
     "precision": "PRECISION",
     "engine": "ENGINE",
     "workers": "WORKERS",
+    "max_length": "MAX_LENGTH",
     "handler_code": "the handler code",
 }
 
@@ -69,6 +71,7 @@ class ContainerSettings:
     precision: str = "fp32"
     engine: str = "torch"
     workers: int = 1
+    max_length: int | None = None
     models_dir: Path = Path("/models")
     model_store: Path = Path("/home/serve/model_store")
     workdir: Path = Path("/home/serve/run")
@@ -97,7 +100,7 @@ class ContainerSettings:
             raw = env.get(field.name.upper())
             if raw is None or raw == "":
                 continue
-            if field.name in ("workers", "grpc_inference_port", "grpc_management_port"):
+            if field.name in ("workers", "max_length", "grpc_inference_port", "grpc_management_port"):
                 values[field.name] = int(raw)
             elif field.name in ("models_dir", "model_store", "workdir"):
                 values[field.name] = Path(raw)
@@ -165,6 +168,7 @@ def build_record(settings: ContainerSettings, source: ModelSource) -> dict[str, 
         "precision": settings.precision,
         "engine": settings.engine,
         "workers": settings.workers,
+        "max_length": settings.max_length,
         "handler_code": files_digest(HANDLER_PACKAGE, contents=True),
     }
 
@@ -213,6 +217,7 @@ def prepare(settings: ContainerSettings) -> Path:
             settings.archive_format,
             precision=settings.precision,
             engine=settings.engine,
+            max_length=settings.max_length,
         )
         record_path(settings).write_text(json.dumps(wanted, indent=2) + "\n")
         print(f"built {settings.archive_path} from {source.label} ({reason})", flush=True)

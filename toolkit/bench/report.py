@@ -163,7 +163,9 @@ def _fidelity_lines(result: dict[str, Any]) -> list[str]:
     lines = ["Fidelity gate (min / mean cosine to fp32 on the probe set, at build time):", ""]
     lines += ["| mode | measured with | min | mean | floor | verdict |", "|---|---|---|---|---|---|"]
     for label, f in figures.items():
-        verdict = "passed" if f["passed"] else ("forced (below the floor)" if f["forced"] else "refused")
+        verdict = f.get("verdict") or (
+            "passed" if f["passed"] else ("forced (below the floor)" if f["forced"] else "refused")
+        )
         lines.append(
             f"| {label} | {f['measured_with']} | {f['min_cosine']:.5f} | {f['mean_cosine']:.5f} | {f['floor']} "
             f"| {verdict} |"
