@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -123,7 +124,8 @@ class InstructorClient:
         last: InstructorError = ServerUnavailableError(0, "no attempt made")
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                # Full jitter: clients refused together do not come back together (docs/reliability.md).
+                time.sleep(random.uniform(0, self.backoff_s * 2 ** (attempt - 1)))
             try:
                 response = self.session.post(self.endpoint, data=data, headers=self._headers(), timeout=self.timeout_s)
             except requests.ConnectionError as err:
