@@ -148,6 +148,20 @@ def test_non_json_answers_are_typed_errors(answer: Answer, error: type, message:
     assert len(fake.seen) == attempts
 
 
+def test_retries_back_off_with_full_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients refused together must not come back together: each sleep is random within its exponential bound."""
+    slept: list[float] = []
+    monkeypatch.setattr("instructor_client.client.time.sleep", slept.append)
+    overloaded = Answer(503, b'{"code": 503, "message": "busy"}')
+    with scripted_server([overloaded] * 4 + [Answer(200, b"[[0.5, 0.5]]")]) as fake:
+        vectors = InstructorClient(fake.url, "m", retries=4, backoff_s=0.5).embed([("", "a")])
+    assert vectors == [[0.5, 0.5]] and len(slept) == 4
+    assert all(0 <= pause <= 0.5 * 2**attempt for attempt, pause in enumerate(slept))
+    with scripted_server([overloaded] * 4 + [Answer(200, b"[[0.5, 0.5]]")]) as fake:
+        InstructorClient(fake.url, "m", retries=4, backoff_s=0.5).embed([("", "a")])
+    assert slept[:4] != slept[4:], "two clients slept the same times"
+
+
 @pytest.fixture(scope="module")
 def demo_server(torchserve: RunningServer, minilm_dir: Path) -> Iterator[RunningServer]:
     """The MiniLM demo registered as ``embeddings`` on the session's shared TorchServe."""
