@@ -97,6 +97,14 @@ def outlier_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
 
 
 @pytest.fixture(scope="session")
+def hard_outlier_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model with an offset no int8 scheme carries (5000: every scheme measured 0.93 here)."""
+    target = tmp_path_factory.mktemp("hard-outliers") / "tiny-hard-outliers"
+    shutil.copytree(tiny_model_dir, target)
+    return inject_outliers(target, offset=5000.0)
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder(tiny_model_dir: Path) -> InstructorEncoder:
     """The encoder the handler uses, on the tiny model, loaded in-process."""
     return InstructorEncoder.from_folder(tiny_model_dir, EXCLUDE)

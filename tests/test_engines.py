@@ -17,6 +17,7 @@ import torch
 
 from handler.encoder import InstructorEncoder
 from handler.engines import EngineUnavailableError, load_engine
+from handler.fidelity import NOT_MEASURED_ON_ENGINE
 from handler.precision import resolve
 from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
@@ -147,25 +148,30 @@ def test_gate_passes_the_tiny_model_and_the_archive_carries_its_figures(
     assert figures["engine"] == engine and figures["precision"] == precision
 
 
-@pytest.mark.parametrize(("engine", "precision", "safer"), [("openvino", "int8", "bf16"), ("torch", "bf16", "fp32")])
+@pytest.mark.parametrize(
+    ("engine", "precision", "safer", "model"),
+    # No int8 scheme carries the 5000 offset; bf16 already loses the 200 one.
+    [("openvino", "int8", "bf16", "hard_outlier_model_dir"), ("torch", "bf16", "fp32", "outlier_model_dir")],
+)
 def test_gate_refuses_a_model_built_to_fail_and_force_builds_it(
-    tmp_path: Path, outlier_model_dir: Path, engine: str, precision: str, safer: str
+    tmp_path: Path, request: pytest.FixtureRequest, engine: str, precision: str, safer: str, model: str
 ) -> None:
+    model_dir = request.getfixturevalue(model)
     wanted = settings("exclude", engine, precision)
     with pytest.raises(
         FidelityGateError, match=rf"min cosine 0\.\d+ to fp32 .* below the floor .* use precision '{safer}"
     ):
-        built_model(outlier_model_dir, tmp_path / "refused", wanted, "refused")
+        built_model(model_dir, tmp_path / "refused", wanted, "refused")
     assert not (tmp_path / "refused" / "refused").exists(), "a refused archive must not be written"
-    staged = built_model(outlier_model_dir, tmp_path / "forced", wanted, "forced", force=True)
+    staged = built_model(model_dir, tmp_path / "forced", wanted, "forced", force=True)
     figures = _fidelity(staged)
     assert figures["forced"] and not figures["passed"] and figures["min_cosine"] < figures["floor"]
 
 
 def test_cli_names_the_gate_figure_and_force_builds(
-    tmp_path: Path, outlier_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, hard_outlier_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--model", str(outlier_model_dir), "--export-dir", str(tmp_path), "--engine", "openvino"]
+    args = ["--model", str(hard_outlier_model_dir), "--export-dir", str(tmp_path), "--engine", "openvino"]
     args += ["--precision", "int8", "--format", "no-archive"]
     assert cli.build_main(args) == 1
     assert "fidelity gate" in capsys.readouterr().err
@@ -257,7 +263,9 @@ def test_bf16_gates_pass_on_the_base_shape(openvino_base: Path, base_shape_dir: 
     """bf16 through OpenVINO (torch bf16 rounding on CPUs without native bf16) and through torch."""
     for engine, staged in (("openvino", openvino_base), ("torch", base_shape_dir)):
         report = run_gate(base_shape_dir, staged, settings("exclude", engine, "bf16"))
-        assert report is not None and report.passed, report
+        # OpenVINO bf16 on a CPU without native bf16 is measured by a stand-in that certifies nothing.
+        assert report is not None and report.passed is not False, report
+        assert report.passed or report.verdict == NOT_MEASURED_ON_ENGINE
         assert MIN_COSINE[Precision.BF16] <= report.min_cosine < 1.0
 
 
@@ -268,10 +276,10 @@ def test_int8_gate_passes_on_the_base_shape(tmp_path: Path, base_shape_dir: Path
 
 
 def test_minilm_gates_bf16_passes_and_int8_is_refused_with_its_figure(tmp_path: Path, minilm_dir: Path) -> None:
-    """Real weights: bf16 keeps MiniLM's vectors; no int8 scheme here holds 0.99 on every probe (docs/engines.md)."""
+    """Real weights: bf16 keeps MiniLM's vectors; torch's int8 does not hold 0.99 on every probe (docs/engines.md)."""
     staged = built_model(minilm_dir, tmp_path / "fp32", settings("ignore", "openvino"), "minilm-ov")
     bf16 = run_gate(minilm_dir, staged, settings("ignore", "openvino", "bf16"))
-    assert bf16 is not None and bf16.passed and bf16.min_cosine >= MIN_COSINE[Precision.BF16]
-    for engine in ("openvino", "torch"):
-        with pytest.raises(FidelityGateError, match=r"min cosine 0\.9[0-8]\d* to fp32 .* use precision 'bf16"):
-            built_model(minilm_dir, tmp_path / engine, settings("ignore", engine, "int8"), f"minilm-{engine}-int8")
+    assert bf16 is not None and bf16.passed is not False and bf16.min_cosine >= MIN_COSINE[Precision.BF16]
+    with pytest.raises(FidelityGateError, match=r"min cosine 0\.9[0-8]\d* to fp32 .* use precision 'bf16"):
+        built_model(minilm_dir, tmp_path / "torch", settings("ignore", "torch", "int8"), "minilm-torch-int8")
+    # OpenVINO int8 passes with its run-time-quantized scheme: tests/test_int8_export.py.

@@ -1,4 +1,4 @@
-"""int8's outlier protection never turns itself off: every layer chosen to stay in float is found in the graph."""
+"""OpenVINO int8: the scheme chosen per model by the gate, and outlier protection that never turns itself off."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from handler.encoder import InstructorEncoder
 from handler.fidelity import FIDELITY_FILE
 from handler.settings import HandlerSettings
+from tests.conftest import RunningServer, registered_model
 from toolkit import export
 from toolkit.archive import build_archive
 from toolkit.export import ExportError
+from toolkit.probes import PROBE_PAIRS
 
 
 def int8(mode: str) -> HandlerSettings:
@@ -38,3 +42,71 @@ def test_a_chosen_layer_missing_from_the_graph_fails_the_build(
     with pytest.raises(ExportError, match=r"not in the OpenVINO graph under their expected names"):
         build_archive(tiny_model_dir, tmp_path / "store", int8("exclude"))
     assert not list((tmp_path / "store").glob("*.mar"))
+
+
+def schemes(archive: Path) -> tuple[dict, list[tuple[str, int | None, bool]]]:
+    figures = json.loads((archive / FIDELITY_FILE).read_text())
+    tried = [(t["scheme"], t["dynamic_quantization_group_size"], t["passed"]) for t in figures["int8_schemes_tried"]]
+    return figures, tried
+
+
+def test_the_chooser_keeps_static_where_it_passes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    archive = build_archive(tiny_model_dir, tmp_path, int8("exclude"), archive_format="no-archive")
+    figures, tried = schemes(archive)
+    assert figures["int8_scheme"] == "static" and tried == [("static", None, True)]
+    assert not (archive / "model" / "openvino" / "engine.json").exists()
+
+
+def test_the_chooser_takes_the_run_time_scheme_where_only_it_passes(tmp_path: Path, outlier_model_dir: Path) -> None:
+    """A common activation offset (200): one int8 scale per tensor loses the signal, groups per row keep it."""
+    archive = build_archive(outlier_model_dir, tmp_path, int8("exclude"), archive_format="no-archive")
+    figures, tried = schemes(archive)
+    assert tried[0] == ("static", None, False) and tried[-1] == (
+        "dynamic",
+        figures["dynamic_quantization_group_size"],
+        True,
+    )
+    assert figures["int8_scheme"] == "dynamic" and figures["passed"] and figures["min_cosine"] >= 0.99
+    engine = json.loads((archive / "model" / "openvino" / "engine.json").read_text())
+    assert engine == {
+        "int8_scheme": "dynamic",
+        "dynamic_quantization_group_size": figures["dynamic_quantization_group_size"],
+    }
+
+
+def test_the_chooser_refuses_when_no_scheme_passes_naming_each(tmp_path: Path, hard_outlier_model_dir: Path) -> None:
+    with pytest.raises(
+        Exception, match=r"every scheme tried \(static 0\.\d+, dynamic \(activation groups of 128\)"
+    ) as raised:
+        build_archive(hard_outlier_model_dir, tmp_path / "store", int8("exclude"))
+    assert "groups of 32" in str(raised.value) and "use precision 'bf16" in str(raised.value)
+    forced = build_archive(
+        hard_outlier_model_dir, tmp_path / "forced", int8("exclude"), archive_format="no-archive", force=True
+    )
+    figures, tried = schemes(forced)
+    assert figures["forced"] and len(tried) == 4 and not any(passed for _, _, passed in tried)
+    best = max(figures["int8_schemes_tried"], key=lambda t: t["min_cosine"])
+    assert figures["int8_scheme"] == best["scheme"]
+
+
+def test_real_minilm_int8_builds_without_force(tmp_path: Path, minilm_dir: Path) -> None:
+    """Real weights: static int8 is below the floor on the probe set (0.93 measured), the run-time scheme clears it."""
+    archive = build_archive(minilm_dir, tmp_path, int8("ignore"), archive_format="no-archive")
+    figures, tried = schemes(archive)
+    assert tried[0][:2] == ("static", None) and not tried[0][2]
+    assert figures["int8_scheme"] == "dynamic" and figures["passed"] and figures["min_cosine"] >= 0.99
+
+
+@pytest.mark.integration
+def test_real_minilm_int8_served_end_to_end(torchserve: RunningServer, minilm_dir: Path) -> None:
+    build_archive(minilm_dir, torchserve.model_store, int8("ignore"), name="minilm-int8")
+    exact = InstructorEncoder.from_folder(minilm_dir, HandlerSettings.from_mapping({"instruction_mode": "ignore"}))
+    with registered_model(torchserve, "minilm-int8.mar", "minilm-int8", initial_workers=1) as running:
+        response = running.predict("minilm-int8", {"inputs": [list(pair) for pair in PROBE_PAIRS]})
+        (described,) = running.management.describe("minilm-int8", customized=True)
+    assert response.status_code == 200, response.text
+    cosines = torch.nn.functional.cosine_similarity(torch.tensor(response.json()), exact.encode(PROBE_PAIRS), dim=1)
+    assert float(cosines.min()) >= 0.99
+    details = described["customizedMetadata"]
+    assert details["precision"] == "int8" and details["fidelity"]["int8_scheme"] == "dynamic"
+    assert details["fidelity_check"]["measured_at_start"]["min_cosine"] >= 0.99

@@ -22,6 +22,7 @@ import yaml
 
 from handler.budget import MIN_RESPONSE_TIMEOUT_S, measure_rate, response_timeout_for
 from handler.encoder import InstructorEncoder
+from handler.engines import STATIC_INT8
 from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
 from handler.model_files import WEIGHT_FILES, max_length_for, read_layout
 from handler.pooling import check_instruction_mode
@@ -29,6 +30,7 @@ from handler.precision import load_dtype
 from handler.settings import EngineName, HandlerSettings, Precision
 from toolkit.export import QuantizationReport, export_openvino
 from toolkit.fidelity_gate import run_gate
+from toolkit.int8_choice import choose_int8
 from toolkit.model_source import ModelSource
 from toolkit.probes import calibration_pairs
 from toolkit.weights import store_transformer_weights
@@ -104,16 +106,20 @@ def _stage(
     staged_model = extra / "model"
     stage_model(model_dir, staged_model)
     details: dict[str, Any] = {}
-    if settings.engine is EngineName.OPENVINO:
-        quantization = _export_openvino(model_dir, staged_model, settings)
-        if quantization is not None:
-            details["int8_float_layers"] = list(quantization.ignored_layers)
-            details["int8_outlier_ratios"] = quantization.outlier_ratios
+    if settings.engine is EngineName.OPENVINO and settings.precision is Precision.INT8:
+        report, details = choose_int8(
+            model_dir, staged_model, settings, _openvino_exporter(model_dir, staged_model, settings), force, say
+        )
+        say(f"exported the encoder for OpenVINO int8 ({details['int8_scheme']}) into the archive")
+    elif settings.engine is EngineName.OPENVINO:
+        _openvino_exporter(model_dir, staged_model, settings)(STATIC_INT8)
         say(f"exported the encoder for OpenVINO ({settings.precision.value}) into the archive")
-    elif settings.precision is Precision.BF16:
-        # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
-        store_transformer_weights(staged_model, load_dtype(settings.precision))
-    report = run_gate(model_dir, staged_model, settings, force=force)
+        report = run_gate(model_dir, staged_model, settings, force=force)
+    else:
+        if settings.precision is Precision.BF16:
+            # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
+            store_transformer_weights(staged_model, load_dtype(settings.precision))
+        report = run_gate(model_dir, staged_model, settings, force=force)
     if report is None:
         rate = measure_rate(InstructorEncoder.from_folder(staged_model, settings))
     else:
@@ -129,17 +135,24 @@ def _stage(
     return extra, rate
 
 
-def _export_openvino(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> QuantizationReport | None:
-    """Export the encoder into the staged model; the torch weights then stay out of the archive."""
+def _openvino_exporter(
+    model_dir: Path, staged_model: Path, settings: HandlerSettings
+) -> Callable[[str], QuantizationReport | None]:
+    """Exports the encoder into the staged model in an int8 scheme (ignored unless int8); the torch
+    weights then stay out of the archive."""
     reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-    reference = InstructorEncoder.from_folder(model_dir, reference_settings)
+    tokenizing = InstructorEncoder.from_folder(model_dir, reference_settings)
     calibration = calibration_pairs() if settings.precision is Precision.INT8 else None
-    report = export_openvino(model_dir, staged_model, calibration, reference)
-    for name in WEIGHT_FILES:
-        (staged_model / name).unlink(missing_ok=True)
-    for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
-        shard.unlink()
-    return report
+
+    def export(scheme: str) -> QuantizationReport | None:
+        report = export_openvino(model_dir, staged_model, calibration, tokenizing, scheme)
+        for name in WEIGHT_FILES:
+            (staged_model / name).unlink(missing_ok=True)
+        for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
+            shard.unlink()
+        return report
+
+    return export
 
 
 def stage_model(model_dir: Path, target: Path) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from handler.batching import plan_micro_batches
 from handler.encoder import InstructorEncoder, TokenizedRow
-from handler.engines import OPENVINO_DIR, OPENVINO_MODEL
+from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_MODEL, STATIC_INT8
 from handler.engines.torch_engine import load_transformer
 
 logger = logging.getLogger(__name__)
@@ -198,18 +198,26 @@ def export_openvino(
     target_model_dir: Path,
     int8_calibration: Sequence[tuple[str, str]] | None,
     reference: InstructorEncoder,
+    int8_scheme: str = STATIC_INT8,
 ) -> QuantizationReport | None:
     """Write ``target_model_dir/openvino/encoder.xml`` (+ .bin) from the transformer in ``model_dir``.
 
-    With ``int8_calibration`` pairs the model is quantized to int8 (NNCF), calibrated on them
-    as tokenized by ``reference`` (the same tokenizer and instruction mode as the server).
+    With ``int8_calibration`` pairs the model is quantized to int8: ``static`` is NNCF's
+    post-training quantization calibrated on them as tokenized by ``reference`` (the same tokenizer
+    and instruction mode as the server); ``dynamic`` compresses the weights only
+    (``nncf.compress_weights`` INT8_ASYM) and leaves the activations to OpenVINO's CPU plugin, which
+    quantizes them per group at run time (:data:`handler.engines.OPENVINO_ENGINE_CONFIG` says the group).
     """
     import openvino as ov
 
     with telemetry_off():
         model, module = convert(model_dir)
         report = None
-        if int8_calibration is not None:
+        if int8_calibration is not None and int8_scheme == DYNAMIC_INT8:
+            import nncf
+
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        elif int8_calibration is not None:
             batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
             model, report = quantize_int8(model, module, batches)
     target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL

@@ -93,10 +93,12 @@ def run_gate(
     settings: HandlerSettings,
     force: bool = False,
     flags: frozenset[str] | None = None,
+    exact: torch.Tensor | None = None,
 ) -> FidelityReport | None:
     """Measure the archive's mode against fp32; None when the mode needs no gate (fp32).
 
     ``flags`` are the build machine's CPU flags (read from it when not given; tests inject them).
+    ``exact`` are the probes' fp32 vectors when already computed (:func:`reference_vectors`).
 
     Raises:
         FidelityGateError: the lowest cosine is below the floor and ``force`` is off.
@@ -105,10 +107,7 @@ def run_gate(
     if precision is None:
         return None
     flags = cpu_flags() if flags is None else flags
-    reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-    reference = InstructorEncoder.from_folder(source_dir, reference_settings)
-    exact = reference.encode(PROBE_PAIRS)
-    del reference
+    exact = reference_vectors(source_dir, settings) if exact is None else exact
     candidate, measured_with, on_engine = _candidate(source_dir, staged_dir, settings, precision, flags)
     values = torch.nn.functional.cosine_similarity(exact, candidate.encode(PROBE_PAIRS), dim=1)
     floor = MIN_COSINE[precision]
@@ -140,6 +139,12 @@ def run_gate(
             f"'{SAFER_MODE[precision]}', or --force to build anyway"
         )
     return report
+
+
+def reference_vectors(source_dir: Path, settings: HandlerSettings) -> torch.Tensor:
+    """The probe pairs' fp32 vectors (torch, the reference), the model loaded once and dropped after."""
+    reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+    return InstructorEncoder.from_folder(source_dir, reference_settings).encode(PROBE_PAIRS)
 
 
 def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] | None = None) -> str | None:

@@ -34,6 +34,12 @@ ENGINE_MODULES: dict[EngineName, tuple[str, str, str]] = {
 # Where the builder writes the exported encoder, relative to the model folder.
 OPENVINO_DIR = "openvino"
 OPENVINO_MODEL = "encoder.xml"
+# Beside the exported model: how to compile it ({"int8_scheme", "dynamic_quantization_group_size"}).
+OPENVINO_ENGINE_CONFIG = "engine.json"
+# int8 schemes of the OpenVINO engine: NNCF-quantized weights and activations (calibrated at build),
+# or int8 weights with activations quantized per group at run time by the CPU plugin.
+STATIC_INT8 = "static"
+DYNAMIC_INT8 = "dynamic"
 
 
 class Engine(Protocol):

@@ -8,14 +8,17 @@ archives hold an NNCF-quantized model; its unquantized operations run in f32.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openvino as ov
 import torch
 
-from handler.engines import OPENVINO_DIR, OPENVINO_MODEL
+from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_ENGINE_CONFIG, OPENVINO_MODEL
 from handler.errors import EngineOutOfMemory, ModelConfigError
+from handler.precision import cpu_flags, has_native_bf16
 from handler.settings import EngineName, Precision
 
 # What OpenVINO's CPU plugin says when an allocation fails (src/plugins/intel_cpu/src/cpu_memory.cpp);
@@ -55,7 +58,11 @@ class OpenVinoEngine:
 
     def describe(self) -> dict[str, str]:
         """What OpenVINO was told and what it runs with, for the worker log."""
-        return {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+        described = {"inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+        described["dynamic_quantization_group_size"] = str(
+            self.compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+        )
+        return described
 
 
 def model_path(model_root: Path) -> Path:
@@ -63,12 +70,33 @@ def model_path(model_root: Path) -> Path:
     return model_root / OPENVINO_DIR / OPENVINO_MODEL
 
 
-def compile_model(xml: Path, precision: Precision, threads: int | None = None) -> ov.CompiledModel:
-    """Compile the exported encoder for this CPU at ``precision`` (told explicitly)."""
+def engine_config(model_root: Path) -> dict[str, Any]:
+    """How the builder said to compile the export (``openvino/engine.json``), or {} (fp32, bf16, static int8)."""
+    path = model_root / OPENVINO_DIR / OPENVINO_ENGINE_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelConfigError(f"{path} is not valid JSON: {err}") from None
+
+
+def compile_model(
+    xml: Path, precision: Precision, threads: int | None = None, config_file: dict[str, Any] | None = None
+) -> ov.CompiledModel:
+    """Compile the exported encoder for this CPU at ``precision`` (told explicitly).
+
+    A ``dynamic`` int8 export (int8 weights) gets its run-time activation group size, and computes
+    what stays unquantized in bf16 where the CPU runs bf16 natively, f32 elsewhere.
+    """
     config: dict[str, object] = {
         "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision],
         "PERFORMANCE_HINT": "LATENCY",
     }
+    scheme = config_file or {}
+    if precision is Precision.INT8 and scheme.get("int8_scheme") == DYNAMIC_INT8:
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(int(scheme["dynamic_quantization_group_size"]))
+        config["INFERENCE_PRECISION_HINT"] = "bf16" if has_native_bf16(cpu_flags()) else "f32"
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
@@ -89,4 +117,4 @@ def load(model_root: Path, precision: Precision, device: torch.device, threads: 
             f"{xml} is missing: engine 'openvino' needs the encoder exported at build time "
             "(build the archive with --engine openvino)"
         )
-    return OpenVinoEngine(compile_model(xml, precision, threads), precision)
+    return OpenVinoEngine(compile_model(xml, precision, threads, engine_config(model_root)), precision)
