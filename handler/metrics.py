@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ts.metrics.metric_type_enum import MetricTypes
@@ -87,6 +88,12 @@ class BatchStats:
     tokenize_seconds: float | None = None
     encode: EncodeReport | None = None
     handle_seconds: float | None = None
+
+    def count_embedded(self, rows: Sequence[Any]) -> None:
+        """Count embedded rows (:class:`handler.encoder.TokenizedRow`): pairs, tokens and truncations."""
+        self.pairs += len(rows)
+        self.tokens += sum(len(row.input_ids) for row in rows)
+        self.truncated += sum(row.truncated for row in rows)
 
     def samples(self) -> list[tuple[MetricSpec, float, tuple[str, ...]]]:
         """(metric, value, extra label values) to emit, requests last: when they are scraped, the rest is."""

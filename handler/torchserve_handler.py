@@ -79,6 +79,7 @@ class InstructorHandler(BaseHandler):
         self.budget: TokenBudget | None = None
         self.cpus: CpuShare | None = None
         self.details: dict[str, Any] = {}
+        self._min_workers = 1
         self._threads_checked_at = 0.0
 
     def initialize(self, context: Any) -> None:
@@ -91,9 +92,8 @@ class InstructorHandler(BaseHandler):
         device = select_device(gpu_id)
         threads = None
         if device.type == "cpu":
-            # Workers start together: count at least the archive's minWorkers beside this one.
-            workers = max(running_workers(), int(yaml_config.get("minWorkers", 1)))
-            self.cpus = cpu_share(settings.torch_threads, workers)
+            self._min_workers = int(yaml_config.get("minWorkers", 1))
+            self.cpus = self._cpu_share(settings)
             threads = self.cpus.threads
             torch.set_num_threads(threads)
         timeout = float(yaml_config.get("responseTimeout", DEFAULT_RESPONSE_TIMEOUT_S))
@@ -121,6 +121,10 @@ class InstructorHandler(BaseHandler):
             self.settings.to_mapping(),
         )
 
+    def _cpu_share(self, settings: HandlerSettings) -> CpuShare:
+        """This worker's CPUs and threads; workers start together, so at least the archive's minWorkers count."""
+        return cpu_share(settings.torch_threads, max(running_workers(), self._min_workers))
+
     def _rebalance_threads(self) -> None:
         """A torch worker on CPU follows the worker count after scaling (OpenVINO's threads are fixed at compile)."""
         now = time.monotonic()
@@ -129,7 +133,7 @@ class InstructorHandler(BaseHandler):
         if now - self._threads_checked_at < THREAD_RECHECK_S:
             return
         self._threads_checked_at = now
-        share = cpu_share(0, running_workers())
+        share = self._cpu_share(self.settings)
         if share.threads != self.cpus.threads:
             logger.info(
                 "workers now %d: threads %d -> %d (%s)", share.workers, self.cpus.threads, share.threads, share.source
@@ -207,9 +211,7 @@ class InstructorHandler(BaseHandler):
             logger.exception("encoding %d pairs failed", len(pairs))
             failure = InternalError("the model failed to encode this batch; the server log has details")
         else:
-            stats.pairs = len(rows)
-            stats.tokens = sum(len(row.input_ids) for row in rows)
-            stats.truncated = sum(row.truncated for row in rows)
+            stats.count_embedded(rows)
             return split_by_request(kept, embedded)
         stats.encode = None
         for index, request in enumerate(kept):
@@ -241,9 +243,7 @@ class InstructorHandler(BaseHandler):
                 errors[index] = InternalError("the model failed to encode this request; the server log has details")
                 continue
             answers[index] = list(zip(vectors.tolist(), group, strict=True))
-            stats.pairs += len(group)
-            stats.tokens += sum(len(row.input_ids) for row in group)
-            stats.truncated += sum(row.truncated for row in group)
+            stats.count_embedded(group)
         return answers
 
     def _refuse_too_long(

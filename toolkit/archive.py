@@ -96,10 +96,11 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
 
 def _stage(
     staging: Path, model_dir: Path, settings: HandlerSettings, force: bool, say: Callable[[str], None]
-) -> tuple[Path, float]:
+) -> tuple[Path, float | None]:
     """Stage handler and model, export the engine's model, run the fidelity gate.
 
-    Returns the folder and the served mode's speed here (tokens per second on a full-length row).
+    Returns the folder and, where the gate measured it, the served mode's speed here (tokens per
+    second on a full-length row).
     """
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -120,9 +121,8 @@ def _stage(
             # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
             store_transformer_weights(staged_model, load_dtype(settings.precision))
         report = run_gate(model_dir, staged_model, settings, force=force)
-    if report is None:
-        rate = measure_rate(InstructorEncoder.from_folder(staged_model, settings))
-    else:
+    rate = None
+    if report is not None:
         rate = report.build_tokens_per_s
         (extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | details, indent=2))
         assert report.reference is not None
@@ -238,6 +238,8 @@ def build_archive(
         staging = Path(staging_name)
         extra, rate = _stage(staging, model_dir, settings, force, say)
         if workers.response_timeout_s is None:
+            # Ungated archives are measured here, only when the timeout is left to the builder.
+            rate = rate or measure_rate(InstructorEncoder.from_folder(extra / "model", settings))
             full_request = settings.max_items_per_request * settings.max_length
             timeout = response_timeout_for(rate, full_request)
             workers = dataclasses.replace(workers, response_timeout_s=timeout)
