@@ -31,7 +31,7 @@ SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(P
 .PHONY: help venv serve stop archive image test soak lint golden bench eval clean
 
 help:
-	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8|auto] [ENGINE=torch|openvino] [WORKERS=1] [MAX_LENGTH=the model's own]"
+	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8|auto|fastest] [ENGINE=torch|openvino] [WORKERS=1] [MAX_LENGTH=the model's own]"
 	@echo "make stop      stop the server make serve started"
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make image     build the Docker image [IMAGE=instructor-serve] [IMAGE_ARGS=--base local ...] (docker, else podman)"

@@ -43,6 +43,11 @@ class Precision(enum.StrEnum):
     AUTO = "auto"
 
 
+# A build-time request, never in an archive: the builder measures every mode this machine serves and
+# writes the fastest that passes its fidelity gate (:mod:`toolkit.mode_choice`).
+FASTEST = "fastest"
+
+
 class EngineName(enum.StrEnum):
     """Which runtime computes the transformer's forward pass (:mod:`handler.engines`).
 

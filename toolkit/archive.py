@@ -22,15 +22,15 @@ import yaml
 
 from handler.budget import MIN_RESPONSE_TIMEOUT_S, measure_rate, response_timeout_for
 from handler.encoder import InstructorEncoder
-from handler.engines import STATIC_INT8
+from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_ENGINE_CONFIG, STATIC_INT8
 from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
 from handler.model_files import WEIGHT_FILES, max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.precision import load_dtype
-from handler.settings import EngineName, HandlerSettings, Precision
+from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
 from toolkit.export import QuantizationReport, export_openvino
 from toolkit.fidelity_gate import run_gate
-from toolkit.int8_choice import choose_int8
+from toolkit.mode_choice import Candidate, Preparer, choose_mode
 from toolkit.model_source import ModelSource
 from toolkit.probes import calibration_pairs
 from toolkit.weights import store_transformer_weights
@@ -95,31 +95,33 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
 
 
 def _stage(
-    staging: Path, model_dir: Path, settings: HandlerSettings, force: bool, say: Callable[[str], None]
-) -> tuple[Path, float | None]:
-    """Stage handler and model, export the engine's model, run the fidelity gate.
+    staging: Path,
+    model_dir: Path,
+    settings: HandlerSettings,
+    force: bool,
+    say: Callable[[str], None],
+    choose_fastest: bool = False,
+) -> tuple[Path, HandlerSettings, float | None]:
+    """Stage handler and model, export the engine's model, run the fidelity gate (or choose the mode).
 
-    Returns the folder and, where the gate measured it, the served mode's speed here (tokens per
-    second on a full-length row).
+    Returns the folder, the settings as served (``fastest`` resolved to the mode chosen) and, where
+    the gate measured it, the served mode's speed here (tokens per second on a full-length row).
     """
     extra = staging / "extra"
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     staged_model = extra / "model"
     stage_model(model_dir, staged_model)
+    prepare = _preparer(model_dir, staged_model, settings)
     details: dict[str, Any] = {}
-    if settings.engine is EngineName.OPENVINO and settings.precision is Precision.INT8:
-        report, details = choose_int8(
-            model_dir, staged_model, settings, _openvino_exporter(model_dir, staged_model, settings), force, say
-        )
-        say(f"exported the encoder for OpenVINO int8 ({details['int8_scheme']}) into the archive")
-    elif settings.engine is EngineName.OPENVINO:
-        _openvino_exporter(model_dir, staged_model, settings)(STATIC_INT8)
-        say(f"exported the encoder for OpenVINO ({settings.precision.value}) into the archive")
-        report = run_gate(model_dir, staged_model, settings, force=force)
+    requested = FASTEST if choose_fastest else settings.precision.value
+    if choose_fastest or (settings.engine is EngineName.OPENVINO and settings.precision is Precision.INT8):
+        chosen, report, details = choose_mode(requested, model_dir, staged_model, settings, prepare, force, say)
+        settings = dataclasses.replace(settings, precision=chosen.precision)
+        say(f"staged the model for {settings.engine.value} {chosen.label} in the archive")
     else:
-        if settings.precision is Precision.BF16:
-            # Stored in the serving dtype: loaded memory-mapped, shared by workers, no conversion.
-            store_transformer_weights(staged_model, load_dtype(settings.precision))
+        prepare(Candidate(settings.precision))
+        if settings.engine is EngineName.OPENVINO:
+            say(f"exported the encoder for OpenVINO ({settings.precision.value}) into the archive")
         report = run_gate(model_dir, staged_model, settings, force=force)
     rate = None
     if report is not None:
@@ -127,32 +129,61 @@ def _stage(
         (extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | details, indent=2))
         assert report.reference is not None
         (extra / REFERENCE_FILE).write_text(json.dumps(report.reference.to_mapping()))
-        say(
-            f"fidelity gate {report.verdict}: {report.precision} min cosine {report.min_cosine} "
-            f"(floor {report.floor}, {report.probes} probes, {report.measured_with}); "
-            "each worker re-measures its own engine at start"
-        )
-    return extra, rate
+        say(f"{report.summary()}; each worker re-measures its own engine at start")
+    return extra, settings, rate
 
 
-def _openvino_exporter(
-    model_dir: Path, staged_model: Path, settings: HandlerSettings
-) -> Callable[[str], QuantizationReport | None]:
-    """Exports the encoder into the staged model in an int8 scheme (ignored unless int8); the torch
-    weights then stay out of the archive."""
-    reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-    tokenizing = InstructorEncoder.from_folder(model_dir, reference_settings)
-    calibration = calibration_pairs() if settings.precision is Precision.INT8 else None
+def _preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> Preparer:
+    """Brings the staged model into a candidate's form, redoing only what changes between candidates.
 
-    def export(scheme: str) -> QuantizationReport | None:
-        report = export_openvino(model_dir, staged_model, calibration, tokenizing, scheme)
-        for name in WEIGHT_FILES:
-            (staged_model / name).unlink(missing_ok=True)
-        for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
-            shard.unlink()
+    OpenVINO: the encoder exported in f32 (fp32, bf16), statically quantized, or with int8 weights
+    (the dynamic scheme; its group goes into ``openvino/engine.json``); the torch weights then stay
+    out of the archive. Torch: the model's own weights, stored in bf16 for bf16 (loaded
+    memory-mapped, shared by workers, no conversion).
+    """
+    done: list[str] = []
+    tokenizing: list[InstructorEncoder] = []
+
+    def form(candidate: Candidate) -> str:
+        if settings.engine is EngineName.TORCH:
+            return "bf16 weights" if candidate.precision is Precision.BF16 else "weights"
+        return candidate.scheme if candidate.precision is Precision.INT8 and candidate.scheme else "f32 export"
+
+    def prepare(candidate: Candidate) -> QuantizationReport | None:
+        wanted = form(candidate)
+        report = None
+        if done and done[-1] != wanted:
+            shutil.rmtree(staged_model)
+            stage_model(model_dir, staged_model)
+        if (not done or done[-1] != wanted) and settings.engine is EngineName.OPENVINO:
+            if not tokenizing:
+                reference = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+                tokenizing.append(InstructorEncoder.from_folder(model_dir, reference))
+            quantized = candidate.precision is Precision.INT8
+            calibration = calibration_pairs() if quantized else None
+            scheme = candidate.scheme or STATIC_INT8
+            report = export_openvino(model_dir, staged_model, calibration, tokenizing[0], scheme)
+            for name in WEIGHT_FILES:
+                (staged_model / name).unlink(missing_ok=True)
+            for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
+                shard.unlink()
+        elif (not done or done[-1] != wanted) and wanted == "bf16 weights":
+            store_transformer_weights(staged_model, load_dtype(Precision.BF16))
+        done.append(wanted)
+        if settings.engine is EngineName.OPENVINO:
+            write_engine_config(staged_model, candidate)
         return report
 
-    return export
+    return prepare
+
+
+def write_engine_config(staged_model: Path, candidate: Candidate) -> None:
+    """Tell the worker how to compile the export (nothing to say but for the dynamic int8 scheme)."""
+    path = staged_model / OPENVINO_DIR / OPENVINO_ENGINE_CONFIG
+    if candidate.scheme != DYNAMIC_INT8:
+        path.unlink(missing_ok=True)
+        return
+    path.write_text(json.dumps({"int8_scheme": candidate.scheme, "dynamic_quantization_group_size": candidate.group}))
 
 
 def stage_model(model_dir: Path, target: Path) -> None:
@@ -183,19 +214,29 @@ def archive_for_source(
 ) -> Path:
     """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings.
 
-    ``max_length`` None serves the model's own ``max_seq_length``.
+    ``max_length`` None serves the model's own ``max_seq_length``; ``precision`` ``fastest`` is
+    chosen at build (:mod:`toolkit.mode_choice`).
     """
+    choose_fastest = precision == FASTEST
     settings = HandlerSettings.from_mapping(
         {
             "instruction_mode": source.instruction_mode.value,
             "max_items_per_request": max_items_per_request,
-            "precision": precision,
+            "precision": Precision.FP32.value if choose_fastest else precision,
             "engine": engine,
             "max_length": max_length,
         }
     )
     return build_archive(
-        source.path, export_dir, settings, workers, name, archive_format=archive_format, force=force, say=say
+        source.path,
+        export_dir,
+        settings,
+        workers,
+        name,
+        archive_format=archive_format,
+        force=force,
+        say=say,
+        choose_fastest=choose_fastest,
     )
 
 
@@ -209,12 +250,15 @@ def build_archive(
     archive_format: str = "default",
     force: bool = False,
     say: Callable[[str], None] = lambda line: None,
+    choose_fastest: bool = False,
 ) -> Path:
     """Build ``export_dir/<name>.mar`` (or the ``<name>`` folder for ``no-archive``).
 
-    Engine ``openvino`` exports the encoder into the archive (int8: quantized with NNCF) in
-    place of the torch weights; engine ``torch`` with bf16 stores its weights in bf16. bf16,
-    int8 and auto archives pass the fidelity gate first (``force`` builds below its floor).
+    Engine ``openvino`` exports the encoder into the archive (int8: the fastest NNCF scheme that
+    passes the gate) in place of the torch weights; engine ``torch`` with bf16 stores its weights in
+    bf16. bf16, int8 and auto archives pass the fidelity gate first (``force`` builds below its
+    floor). ``choose_fastest`` ignores ``settings.precision`` and serves the fastest mode that passes
+    its gate here (:mod:`toolkit.mode_choice`).
     An unset ``settings.max_length`` is written as the model's own ``max_seq_length``; one above
     what the model's position embeddings allow is refused. ``say`` gets one line per build step
     worth telling the user.
@@ -236,7 +280,7 @@ def build_archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
         staging = Path(staging_name)
-        extra, rate = _stage(staging, model_dir, settings, force, say)
+        extra, settings, rate = _stage(staging, model_dir, settings, force, say, choose_fastest)
         if workers.response_timeout_s is None:
             # Ungated archives are measured here, only when the timeout is left to the builder.
             rate = rate or measure_rate(InstructorEncoder.from_folder(extra / "model", settings))

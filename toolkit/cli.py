@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handler.errors import ModelConfigError
-from handler.settings import EngineName, HandlerSettings, InstructionMode, Precision
+from handler.settings import FASTEST, EngineName, HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
 from toolkit.export import ExportError
@@ -86,9 +86,10 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=[precision.value for precision in Precision],
+        choices=[precision.value for precision in Precision] + [FASTEST],
         default=Precision.FP32.value,
-        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX), int8 (CPU) or auto (decided per worker)",
+        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) or "
+        "fastest (the fastest mode that passes the fidelity gate, measured at build on this machine)",
     )
     parser.add_argument(
         "--engine",
@@ -272,10 +273,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         source, archive = _build(args)
         print(f"model: {source.label}; archive: {archive}")
         # Before any worker loads the model: the hint's one copy is never held beside a worker's.
-        settings = HandlerSettings.from_mapping(
-            {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
-        )
-        hint = auto_hint(source.path, settings)
+        hint = None
+        if args.precision != FASTEST:
+            settings = HandlerSettings.from_mapping(
+                {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
+            )
+            hint = auto_hint(source.path, settings)
         pid = server.running_pid(layout)
         if pid is None:
             server.start(layout)

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from handler.errors import ModelConfigError
-from handler.settings import EngineName, Precision
+from handler.settings import FASTEST, EngineName, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
 from toolkit.export import ExportError
@@ -83,7 +83,7 @@ class ContainerSettings:
     token_authorization: str = "on"
 
     def __post_init__(self) -> None:
-        precisions = [precision.value for precision in Precision]
+        precisions = [precision.value for precision in Precision] + [FASTEST]
         if self.precision not in precisions:
             raise ValueError(f"PRECISION must be one of {precisions}, got {self.precision!r}")
         engines = [engine.value for engine in EngineName]

@@ -18,6 +18,7 @@ start (:func:`handler.fidelity.check_at_start`), which decides where the build c
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVector
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
 from handler.settings import EngineName, HandlerSettings, Precision
 from toolkit.probes import PROBE_PAIRS
+from toolkit.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
 
+# Speed at build: documents of the ranking corpus in batches of this many rows, best of a few passes.
+THROUGHPUT_BATCH = 8
+THROUGHPUT_DOCUMENTS = 64
+# fp32 through another engine than the reference (OpenVINO f32) must agree to about 1e-4.
+FP32_FLOOR = 0.9999
 SAFER_MODE = {Precision.BF16: "fp32", Precision.INT8: "bf16 (on CPUs with AMX/AVX512_BF16) or fp32"}
 
 
@@ -42,8 +49,10 @@ class FidelityReport:
     """One gate run: what was measured, how, and the verdict.
 
     ``passed`` is None when the serving engine could not be measured here (``verdict`` says so);
-    ``build_tokens_per_s`` is the candidate's speed here (:func:`handler.budget.measure_rate`);
-    ``reference`` (the probe pairs' fp32 vectors) goes into the archive beside the figures.
+    ``ranking`` is how the mode moves retrieval on the probe corpus (:mod:`toolkit.ranking`);
+    ``build_tokens_per_s`` is the candidate's speed here on one full-length row
+    (:func:`handler.budget.measure_rate`), ``build_sequences_per_s`` on short documents in batches of
+    8 (:func:`probe_throughput`); ``reference`` (the probe pairs' fp32 vectors) goes into the archive.
     """
 
     precision: str
@@ -57,13 +66,38 @@ class FidelityReport:
     passed: bool | None
     forced: bool
     verdict: str
+    ranking: RankingFigures | None = None
     build_tokens_per_s: float = 0.0
+    build_sequences_per_s: float = 0.0
     reference: ReferenceVectors | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_mapping(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values.pop("reference")
+        values["ranking"] = self.ranking.to_mapping() if self.ranking else None
         return values
+
+    def summary(self) -> str:
+        """One line for the build log: the verdict, the cosine and the ranking figures."""
+        ranking = (
+            f", top-10 overlap {self.ranking.top10_overlap:.3f}, nDCG@10 {self.ranking.ndcg_at_10:.4f} "
+            f"on {self.ranking.queries} queries x {self.ranking.documents} documents"
+            if self.ranking
+            else ""
+        )
+        return (
+            f"fidelity gate {self.verdict}: {self.precision} min cosine {self.min_cosine} (floor {self.floor}, "
+            f"{self.probes} probes{ranking}; {self.measured_with})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FP32Reference:
+    """The model's fp32 vectors (torch, the reference) for the probe pairs and the ranking corpus."""
+
+    probes: torch.Tensor
+    queries: torch.Tensor
+    documents: torch.Tensor
 
 
 def gated_precision(precision: Precision) -> Precision | None:
@@ -93,12 +127,12 @@ def run_gate(
     settings: HandlerSettings,
     force: bool = False,
     flags: frozenset[str] | None = None,
-    exact: torch.Tensor | None = None,
+    exact: FP32Reference | None = None,
 ) -> FidelityReport | None:
     """Measure the archive's mode against fp32; None when the mode needs no gate (fp32).
 
     ``flags`` are the build machine's CPU flags (read from it when not given; tests inject them).
-    ``exact`` are the probes' fp32 vectors when already computed (:func:`reference_vectors`).
+    ``exact`` are the fp32 vectors when already computed (:func:`reference_vectors`).
 
     Raises:
         FidelityGateError: the lowest cosine is below the floor and ``force`` is off.
@@ -106,18 +140,42 @@ def run_gate(
     precision = gated_precision(settings.precision)
     if precision is None:
         return None
+    report = measure_mode(source_dir, staged_dir, settings, precision, force, flags, exact)
+    if report.min_cosine < report.floor and not force:
+        raise FidelityGateError(
+            f"fidelity gate: precision '{settings.precision.value}' ({report.measured_with}) gives min cosine "
+            f"{report.min_cosine:.5f} to fp32 on {report.probes} probe pairs, below the floor {report.floor}; use "
+            f"precision '{SAFER_MODE[precision]}', or --force to build anyway"
+        )
+    return report
+
+
+def measure_mode(
+    source_dir: Path,
+    staged_dir: Path,
+    settings: HandlerSettings,
+    precision: Precision,
+    force: bool = False,
+    flags: frozenset[str] | None = None,
+    exact: FP32Reference | None = None,
+) -> FidelityReport:
+    """The staged model computed in ``precision`` against fp32: cosines, ranking, speed and verdict.
+
+    fp32 through another engine (OpenVINO f32) is measured too, against :data:`FP32_FLOOR`.
+    """
     flags = cpu_flags() if flags is None else flags
     exact = reference_vectors(source_dir, settings) if exact is None else exact
     candidate, measured_with, on_engine = _candidate(source_dir, staged_dir, settings, precision, flags)
-    values = torch.nn.functional.cosine_similarity(exact, candidate.encode(PROBE_PAIRS), dim=1)
-    floor = MIN_COSINE[precision]
+    values = torch.nn.functional.cosine_similarity(exact.probes, candidate.encode(PROBE_PAIRS), dim=1)
+    ranking = ranking_agreement(exact.queries, exact.documents, *_encode_corpus(candidate, probe_corpus()))
+    floor = MIN_COSINE.get(precision, FP32_FLOOR)
     lowest = float(values.min())
     below = lowest < floor
     if below:
         verdict = "FORCED below the floor" if force else "refused"
     else:
         verdict = "passed" if on_engine else NOT_MEASURED_ON_ENGINE
-    report = FidelityReport(
+    return FidelityReport(
         precision=precision.value,
         engine=settings.engine.value,
         measured_with=measured_with,
@@ -129,22 +187,40 @@ def run_gate(
         passed=(not below) if on_engine else (False if below else None),
         forced=force and below,
         verdict=verdict,
+        ranking=ranking,
         build_tokens_per_s=round(measure_rate(candidate), 1),
-        reference=ReferenceVectors(PROBE_PAIRS, exact),
+        build_sequences_per_s=round(probe_throughput(candidate), 1),
+        reference=ReferenceVectors(PROBE_PAIRS, exact.probes),
     )
-    if below and not force:
-        raise FidelityGateError(
-            f"fidelity gate: precision '{settings.precision.value}' ({measured_with}) gives min cosine "
-            f"{lowest:.5f} to fp32 on {len(values)} probe pairs, below the floor {floor}; use precision "
-            f"'{SAFER_MODE[precision]}', or --force to build anyway"
-        )
-    return report
 
 
-def reference_vectors(source_dir: Path, settings: HandlerSettings) -> torch.Tensor:
-    """The probe pairs' fp32 vectors (torch, the reference), the model loaded once and dropped after."""
+def reference_vectors(source_dir: Path, settings: HandlerSettings) -> FP32Reference:
+    """The fp32 vectors (torch, the reference), the model loaded once and dropped after."""
     reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-    return InstructorEncoder.from_folder(source_dir, reference_settings).encode(PROBE_PAIRS)
+    encoder = InstructorEncoder.from_folder(source_dir, reference_settings)
+    return FP32Reference(encoder.encode(PROBE_PAIRS), *_encode_corpus(encoder, probe_corpus()))
+
+
+def _encode_corpus(encoder: InstructorEncoder, corpus: ProbeCorpus) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corpus's query and document vectors, in batches of the server's micro-batch size."""
+    return encoder.encode(list(corpus.queries)), encoder.encode(list(corpus.documents))
+
+
+def probe_throughput(encoder: InstructorEncoder, passes: int = 3) -> float:
+    """Sequences per second on short documents in batches of 8 (the corpus's first 64), best of ``passes``.
+
+    The raw rate ``PRECISION=fastest`` compares: what a busy server's micro-batches look like.
+    """
+    documents = list(probe_corpus().documents[:THROUGHPUT_DOCUMENTS])
+    batches = [documents[start : start + THROUGHPUT_BATCH] for start in range(0, len(documents), THROUGHPUT_BATCH)]
+    encoder.encode(batches[0])
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        for batch in batches:
+            encoder.encode(batch)
+        best = min(best, time.perf_counter() - started)
+    return len(documents) / best
 
 
 def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] | None = None) -> str | None:
