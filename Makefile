@@ -16,6 +16,7 @@ WORKERS ?= 1
 MAX_LENGTH ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FIDELITY_ARGS ?=
 DATA ?=
 TASK ?=
 COMPARE ?=
@@ -28,7 +29,7 @@ SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(P
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),) \
 	$(if $(MAX_LENGTH),--max-length $(MAX_LENGTH),)
 
-.PHONY: help venv serve stop archive image test soak lint golden bench eval clean
+.PHONY: help venv serve stop archive image test soak lint golden bench fidelity eval clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8|auto|fastest] [ENGINE=torch|openvino] [WORKERS=1] [MAX_LENGTH=the model's own]"
@@ -38,6 +39,7 @@ help:
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe, the image)"
 	@echo "make soak      the reliability tests with 10x the requests"
 	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
+	@echo "make fidelity  every mode and int8 scheme: cosines, ranking, raw rates -> docs/benchmarks/fidelity-<cpu>.md (fetches MPNet from PyPI) [FIDELITY_ARGS=...]"
 	@echo "make eval DATA=<BEIR folder> [NAME=instructor] [TASK=scifact] [COMPARE=a,b] [DOWNLOAD=scifact] [EVAL_ARGS=...]"
 	@echo "               nDCG@10, Recall@100, MRR@10 of the served model(s) -> eval-results/"
 	@echo "make golden    regenerate tests/golden/ with the legacy INSTRUCTOR stack (~6 GB venv)"
@@ -78,6 +80,10 @@ soak: venv
 # Speed, latency, cold start and memory, written to docs/benchmarks/ (never part of make test).
 bench: venv
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# Every mode's fidelity and raw rate on real MiniLM, real MPNet (from PyPI) and the T5 shapes (never in make test).
+fidelity: venv
+	$(PY) scripts/fidelity_report.py $(FIDELITY_ARGS)
 
 # Retrieval quality of the running server's model(s) on BEIR-format data (make serve first).
 eval: venv

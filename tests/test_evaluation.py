@@ -18,15 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handler.settings import HandlerSettings
 from instructor_client import AuthorizationError
 from toolkit import server
+from toolkit.archive import build_archive
 from toolkit.evaluation.beir_data import document_text, load_beir
 from toolkit.evaluation.cli import evaluate_main, evaluate_model
 from toolkit.evaluation.download import download_task
 from toolkit.evaluation.embedding import ServedEmbedder, VectorCache
 from toolkit.evaluation.errors import DataError, DownloadError, ServedModelError
 from toolkit.evaluation.metrics import score_run
-from toolkit.evaluation.report import ModelResult, build_report, write_report
+from toolkit.evaluation.report import ModelResult, build_report, markdown, write_report
 from toolkit.evaluation.retrieval import normalized, run_of, top_k_cosine
 from toolkit.evaluation.served_model import ServedModel, read_archive
 from toolkit.evaluation.tasks import TaskInstructions, resolve_instructions, task_info
@@ -421,3 +423,24 @@ def test_partial_download_is_not_taken_for_data(tmp_path: Path) -> None:
     (tmp_path / "scifact").mkdir()
     with pytest.raises(DownloadError, match=re.escape("exists but holds no corpus.jsonl")):
         download_task("scifact", tmp_path, "http://127.0.0.1:9")
+
+
+def test_the_report_shows_the_archives_gate_figures(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A gated archive's cosine and ranking figures reach make eval's report, beside its retrieval scores."""
+    settings = HandlerSettings.from_mapping({"instruction_mode": "exclude", "precision": "bf16"})
+    build_archive(tiny_model_dir, tmp_path, settings, name="gated")
+    model = read_archive("gated", "gated.mar", tmp_path)
+    assert model.gate is not None and model.gate["verdict"] == "passed"
+    assert 0.0 <= model.gate["ndcg_at_10"] <= 1.0 and model.gate["min_cosine"] >= 0.999
+    dataset = load_beir(FIXTURE)
+    scores = score_run(dataset.qrels, {})
+    report = build_report(
+        dataset,
+        None,
+        TaskInstructions("q: ", "d: "),
+        "custom",
+        False,
+        10,
+        [ModelResult(model, scores, {"embed_corpus": 1.0}, {"embedded": 0, "cached": 0})],
+    )
+    assert f"nDCG@10 {model.gate['ndcg_at_10']:.4f} against fp32's ranking" in markdown(report)

@@ -15,6 +15,8 @@ from handler.precision import CPU_FLAGS_ENV
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
 from tests.conftest import RunningServer, registered_model
 from toolkit.archive import build_archive
+from toolkit.bench import fidelity_report
+from toolkit.bench.fidelity_report import targets
 from toolkit.fidelity_gate import FidelityReport
 from toolkit.mode_choice import OPENVINO_INT8, Candidate, Measured, candidates_for, fastest_passing
 from toolkit.probes import PROBE_PAIRS
@@ -132,3 +134,53 @@ def test_a_fastest_archive_is_served_with_its_figures_in_describe(
     assert fidelity["requested_precision"] == FASTEST and details["precision"] == fidelity["precision"]
     assert fidelity["ranking"]["queries"] == len(probe_corpus().queries)
     assert {t["precision"] for t in fidelity["modes_tried"]} >= {"fp32", "int8"}
+
+
+def report_row(mode: str, rate_8x96: float, passed: bool, build_rate: float, alpha: float | None = None) -> dict:
+    precision, _, scheme = mode.partition(" ")
+    return {
+        "mode": mode,
+        "precision": precision,
+        "scheme": scheme or None,
+        "smooth_quant_alpha": alpha,
+        "min_cosine": 0.995 if passed else 0.95,
+        "passed": passed,
+        "build_sequences_per_s": build_rate,
+        "raw_sequences_per_s": {"8x96": rate_8x96, "1x64": rate_8x96},
+    }
+
+
+def test_the_fidelity_report_judges_targets_from_its_rows() -> None:
+    """Real weights on a bf16 CPU: the chooser's int8 must reach 1.2x OpenVINO bf16 at 8 x 96."""
+    rows = [
+        report_row("fp32", 100.0, True, 100.0),
+        report_row("bf16", 200.0, True, 200.0),
+        report_row("int8 static", 300.0, False, 330.0),
+        report_row("int8 dynamic", 230.0, True, 250.0),
+        report_row("int8 static", 400.0, True, 400.0, alpha=0.5),  # a trial: never what the builder keeps
+    ]
+    model = {"model": "minilm", "real_weights": True, "rows": rows}
+    built, speed = targets(model, BF16)
+    assert built["verdict"] == "met" and "int8 dynamic" in built["reason"]
+    assert speed["verdict"] == "NOT met" and "1.15x" in speed["reason"]
+    built, speed = targets(model, NO_BF16)  # against OpenVINO f32: 2.3x
+    assert speed["verdict"] == "met" and "2.30x" in speed["reason"]
+    rows[3]["passed"] = False
+    assert targets(model, BF16) == [
+        {"target": "PRECISION=int8 builds without --force", "verdict": "NOT met", "reason": "no scheme passes"}
+    ]
+
+
+def test_make_fidelity_writes_its_report(tmp_path: Path) -> None:
+    assert (
+        fidelity_report.main(
+            ["--models", "tiny", "--seconds", "0.05", "--out", str(tmp_path), "--workdir", str(tmp_path / "work")]
+        )
+        == 0
+    )
+    (page,) = tmp_path.glob("fidelity-*.md")
+    text = page.read_text()
+    assert "tiny test model" in text and "| int8 dynamic (activation groups of 64)" in text and "**kept**" in text
+    (raw,) = tmp_path.glob("fidelity-*.json")
+    rows = json.loads(raw.read_text())["models"][0]["rows"]
+    assert all(row["raw_sequences_per_s"]["8x96"] > 0 and row["top10_overlap"] is not None for row in rows)

@@ -111,7 +111,7 @@ def _stage(
     shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     staged_model = extra / "model"
     stage_model(model_dir, staged_model)
-    prepare = _preparer(model_dir, staged_model, settings)
+    prepare = preparer(model_dir, staged_model, settings)
     details: dict[str, Any] = {}
     requested = FASTEST if choose_fastest else settings.precision.value
     if choose_fastest or (settings.engine is EngineName.OPENVINO and settings.precision is Precision.INT8):
@@ -133,7 +133,7 @@ def _stage(
     return extra, settings, rate
 
 
-def _preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> Preparer:
+def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> Preparer:
     """Brings the staged model into a candidate's form, redoing only what changes between candidates.
 
     OpenVINO: the encoder exported in f32 (fp32, bf16), statically quantized, or with int8 weights
@@ -147,7 +147,9 @@ def _preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) ->
     def form(candidate: Candidate) -> str:
         if settings.engine is EngineName.TORCH:
             return "bf16 weights" if candidate.precision is Precision.BF16 else "weights"
-        return candidate.scheme if candidate.precision is Precision.INT8 and candidate.scheme else "f32 export"
+        if candidate.precision is Precision.INT8 and candidate.scheme:
+            return f"{candidate.scheme} {candidate.smooth_quant_alpha}"
+        return "f32 export"
 
     def prepare(candidate: Candidate) -> QuantizationReport | None:
         wanted = form(candidate)
@@ -162,7 +164,9 @@ def _preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) ->
             quantized = candidate.precision is Precision.INT8
             calibration = calibration_pairs() if quantized else None
             scheme = candidate.scheme or STATIC_INT8
-            report = export_openvino(model_dir, staged_model, calibration, tokenizing[0], scheme)
+            report = export_openvino(
+                model_dir, staged_model, calibration, tokenizing[0], scheme, candidate.smooth_quant_alpha
+            )
             for name in WEIGHT_FILES:
                 (staged_model / name).unlink(missing_ok=True)
             for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:

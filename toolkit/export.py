@@ -164,9 +164,16 @@ def node_name(linear_name: str) -> str:
 
 
 def quantize_int8(
-    model: object, module: torch.nn.Module, batches: list[dict[str, torch.Tensor]]
+    model: object,
+    module: torch.nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    smooth_quant_alpha: float | None = None,
 ) -> tuple[object, QuantizationReport]:
-    """Quantize ``model`` in place with NNCF, keeping the outlier-carrying Linear layers in float."""
+    """Quantize ``model`` in place with NNCF, keeping the outlier-carrying Linear layers in float.
+
+    ``smooth_quant_alpha`` overrides NNCF's SmoothQuant strength for MatMuls (its transformer default
+    0.95; -1 turns SmoothQuant off): the fidelity report's trials (``make fidelity``).
+    """
     import nncf
 
     matmuls = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
@@ -182,12 +189,20 @@ def quantize_int8(
         )
     scope = nncf.IgnoredScope(names=[node_name(name) for name in ignored], validate=True)
     dataset = nncf.Dataset([{key: value.numpy() for key, value in batch.items()} for batch in batches])
+    advanced = (
+        None
+        if smooth_quant_alpha is None
+        else nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=smooth_quant_alpha)
+        )
+    )
     quantized = nncf.quantize(
         model,
         dataset,
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(batches),
         ignored_scope=scope,
+        advanced_parameters=advanced,
     )
     logger.info("int8: %d Linear layers kept in float (outlier ratio > %s): %s", len(ignored), OUTLIER_RATIO, ignored)
     return quantized, QuantizationReport(ignored, {name: round(ratios[name], 1) for name in ignored}, len(batches))
@@ -199,6 +214,7 @@ def export_openvino(
     int8_calibration: Sequence[tuple[str, str]] | None,
     reference: InstructorEncoder,
     int8_scheme: str = STATIC_INT8,
+    smooth_quant_alpha: float | None = None,
 ) -> QuantizationReport | None:
     """Write ``target_model_dir/openvino/encoder.xml`` (+ .bin) from the transformer in ``model_dir``.
 
@@ -219,7 +235,7 @@ def export_openvino(
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         elif int8_calibration is not None:
             batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
-            model, report = quantize_int8(model, module, batches)
+            model, report = quantize_int8(model, module, batches, smooth_quant_alpha)
     target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL
     target.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(target), compress_to_fp16=False)

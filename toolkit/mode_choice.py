@@ -39,18 +39,24 @@ DYNAMIC_GROUP_SIZES = (128, 64, 32)
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One way to serve the model: a precision and, for OpenVINO int8, its scheme and group size."""
+    """One way to serve the model: a precision and, for OpenVINO int8, its scheme and group size.
+
+    ``smooth_quant_alpha`` (static int8 only) overrides NNCF's SmoothQuant strength: the fidelity
+    report's trials; the builder uses NNCF's default.
+    """
 
     precision: Precision
     scheme: str | None = None
     group: int | None = None
+    smooth_quant_alpha: float | None = None
 
     @property
     def label(self) -> str:
         if self.scheme is None:
             return self.precision.value
         groups = f" (activation groups of {self.group})" if self.group else ""
-        return f"{self.precision.value} {self.scheme}{groups}"
+        alpha = f" (SmoothQuant alpha {self.smooth_quant_alpha})" if self.smooth_quant_alpha is not None else ""
+        return f"{self.precision.value} {self.scheme}{groups}{alpha}"
 
 
 OPENVINO_INT8 = (

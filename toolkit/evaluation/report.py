@@ -121,6 +121,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- {model['name']}: {seconds}; vectors embedded {vectors['embedded']}, from cache {vectors['cached']}"
         )
+        gate = model.get("gate")
+        if gate:
+            ranking = (
+                f", top-10 overlap {gate['top10_overlap']:.3f}, nDCG@10 {gate['ndcg_at_10']:.4f} against fp32's "
+                "ranking of the probe corpus"
+                if "ndcg_at_10" in gate
+                else ""
+            )
+            lines.append(
+                f"  - build-time fidelity gate ({model['precision']}): {gate.get('verdict')}, min cosine "
+                f"{gate.get('min_cosine')} to fp32 (floor {gate.get('floor')}){ranking}"
+            )
     published = report["published_ndcg_at_10"]
     if published:
         figures = ", ".join(f"{name} {value:.2f}" for name, value in published["figures_x100"].items())

@@ -25,6 +25,9 @@ from toolkit.management import ManagementClient, ManagementError
 MANIFEST = "MAR-INF/MANIFEST.json"
 MODEL_CONFIG = "model-config.yaml"
 POOLING_CONFIG = "model/1_Pooling/config.json"
+FIDELITY = "fidelity.json"
+# What the report shows of the archive's fidelity gate (how far the mode moved vectors and rankings).
+GATE_FIGURES = ("verdict", "min_cosine", "mean_cosine", "floor", "chosen")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ServedModel:
     precision: str
     instruction_mode: str
     pooling: str
+    gate: dict[str, Any] | None = None
 
     @property
     def cache_key(self) -> str:
@@ -83,7 +87,7 @@ def read_archive(name: str, archive: str, model_store: Path) -> ServedModel:
             f"{name} was registered from {archive!r}, which is not in the model store {model_store}: "
             "point --workdir/--config at the server that serves it"
         )
-    members = _archive_members(path, (MANIFEST, MODEL_CONFIG, POOLING_CONFIG))
+    members = _archive_members(path, (MANIFEST, MODEL_CONFIG, POOLING_CONFIG, FIDELITY))
     for required in (MANIFEST, MODEL_CONFIG):
         if required not in members:
             raise ServedModelError(f"{path} has no {required}: not an archive built by this project")
@@ -106,7 +110,22 @@ def read_archive(name: str, archive: str, model_store: Path) -> ServedModel:
         precision=str(handler_settings.get("precision", "fp32")),
         instruction_mode=str(handler_settings.get("instruction_mode", "unknown")),
         pooling=pooling,
+        gate=_gate_figures(members.get(FIDELITY)),
     )
+
+
+def _gate_figures(raw: bytes | None) -> dict[str, Any] | None:
+    """The build-time gate's figures (cosines, ranking) from ``fidelity.json``; None for ungated archives."""
+    if raw is None:
+        return None
+    try:
+        figures = json.loads(raw)
+    except ValueError:
+        return None
+    gate = {key: figures[key] for key in GATE_FIGURES if key in figures}
+    ranking = figures.get("ranking") or {}
+    gate |= {key: ranking[key] for key in ("top10_overlap", "ndcg_at_10") if key in ranking}
+    return gate
 
 
 def describe_served(management: ManagementClient, name: str, model_store: Path) -> ServedModel:
