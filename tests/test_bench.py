@@ -299,3 +299,20 @@ def test_a_second_run_in_the_same_workdir_relinks_the_store(tmp_path: Path) -> N
     store = link_into_store(tmp_path / "store", [first])
     assert link_into_store(tmp_path / "store", [second]) == store
     assert (store / "ours").resolve() == second.resolve()
+
+
+def test_the_batching_sweep_names_an_unpacked_archive_by_its_scheme(tmp_path: Path) -> None:
+    """``--archive``: engine, precision and the dynamic int8 scheme's group come from the archive itself."""
+    folder = tmp_path / "ours"
+    (folder / "model" / "openvino").mkdir(parents=True)
+    (folder / "model-config.yaml").write_text(
+        "handler:\n  engine: openvino\n  precision: int8\n  instruction_mode: ignore\n"
+    )
+    (folder / "model" / "openvino" / "engine.json").write_text(
+        json.dumps({"int8_scheme": "dynamic", "dynamic_quantization_group_size": 64})
+    )
+    label, variant = batching_sweep.archive_variant(folder)
+    assert label == "ours: openvino int8 dynamic (groups of 64)"
+    assert variant == (folder / "model", "openvino", "int8", "ignore")
+    (folder / "model" / "openvino" / "engine.json").unlink()
+    assert batching_sweep.archive_variant(folder)[0] == "ours: openvino int8"

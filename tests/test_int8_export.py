@@ -28,8 +28,9 @@ def test_every_linear_chosen_is_kept_in_float_bert_included(
     """With every Linear over the threshold, all of MiniLM's are found and kept (its unused pooler is dropped)."""
     monkeypatch.setattr(export, "OUTLIER_RATIO", 0.0)
     archive = build_archive(minilm_dir, tmp_path, int8("ignore"), archive_format="no-archive")
-    (static,) = [t for t in json.loads((archive / FIDELITY_FILE).read_text())["modes_tried"] if t["scheme"] == "static"]
-    kept = static["int8_float_layers"]
+    static = [t for t in json.loads((archive / FIDELITY_FILE).read_text())["modes_tried"] if t["scheme"] == "static"]
+    kept = static[0]["int8_float_layers"]
+    assert static[1]["int8_float_layers"] == kept
     assert len(kept) == 6 * 6  # 6 layers x (query, key, value, attention output, intermediate, output)
     assert not any("pooler" in name for name in kept)
 
@@ -55,7 +56,14 @@ def test_the_chooser_keeps_the_fastest_scheme_that_passes(tmp_path: Path, tiny_m
     """Every scheme passes on the tiny model: the one with the highest measured rate is served."""
     archive = build_archive(tiny_model_dir, tmp_path, int8("exclude"), archive_format="no-archive")
     figures, tried = schemes(archive)
-    assert tried == [("static", None, True), ("dynamic", 128, True), ("dynamic", 64, True), ("dynamic", 32, True)]
+    assert tried == [
+        ("static", None, True),
+        ("static", None, True),  # SmoothQuant 0.5
+        ("dynamic", 128, True),
+        ("dynamic", 64, True),
+        ("dynamic", 32, True),
+    ]
+    assert figures["modes_tried"][1]["smooth_quant_alpha"] == 0.5
     fastest = max(figures["modes_tried"], key=lambda t: t["sequences_per_s"])
     chosen = (figures["int8_scheme"], figures["dynamic_quantization_group_size"])
     assert chosen == (fastest["scheme"], fastest["dynamic_quantization_group_size"])
@@ -90,7 +98,7 @@ def test_the_chooser_refuses_when_no_scheme_passes_naming_each(tmp_path: Path, h
         hard_outlier_model_dir, tmp_path / "forced", int8("exclude"), archive_format="no-archive", force=True
     )
     figures, tried = schemes(forced)
-    assert figures["forced"] and len(tried) == 4 and not any(passed for _, _, passed in tried)
+    assert figures["forced"] and len(tried) == 5 and not any(passed for _, _, passed in tried)
     best = max(figures["modes_tried"], key=lambda t: t["min_cosine"])
     assert figures["int8_scheme"] == best["scheme"] and figures["verdict"] == "FORCED below the floor"
 

@@ -7,7 +7,9 @@ combination, in interleaved rounds, and keeps the best round. Padding is the kno
 a looser bound makes fewer, fuller forward passes (AMX wants large matrices) at the price of
 computing padded positions. With ``--multiples`` it times ``micro_batch_length_multiple`` instead,
 on rows of lengths the engine has not seen. Run:
-``python -m toolkit.bench.batching_sweep [BENCH_DIR/MODEL] [--seconds S] [--variants A,B] [--multiples 1,16]``.
+``python -m toolkit.bench.batching_sweep [BENCH_DIR/MODEL] [--seconds S] [--variants A,B] [--multiples 1,16]``;
+``--archive FOLDER`` (repeatable) sweeps an unpacked archive (``--format no-archive``) instead, named by
+its engine, precision and int8 scheme (how the per-scheme defaults were measured).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from handler.batching import padding_tokens
 from handler.encoder import InstructorEncoder, TokenizedRow
@@ -91,6 +94,17 @@ def shape_reuse(
     return results
 
 
+def archive_variant(folder: Path) -> tuple[str, tuple[Path, str, str, str]]:
+    """An unpacked archive as a sweep variant: its label (engine, precision, int8 scheme) and model folder."""
+    handler = yaml.safe_load((folder / "model-config.yaml").read_text())["handler"]
+    engine_file = folder / "model" / "openvino" / "engine.json"
+    scheme = json.loads(engine_file.read_text()) if engine_file.exists() else {}
+    label = f"{folder.name}: {handler['engine']} {handler['precision']}"
+    if scheme:
+        label += f" {scheme['int8_scheme']} (groups of {scheme['dynamic_quantization_group_size']})"
+    return label, (folder / "model", handler["engine"], handler["precision"], handler["instruction_mode"])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("bench_model_dir", nargs="?", type=Path, default=Path(".bench/large"))
@@ -99,19 +113,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--multiples", default=None, help="e.g. 1,8,16: time length multiples on unseen rows instead of padding"
     )
+    parser.add_argument("--archive", type=Path, action="append", default=[], help="an unpacked archive folder")
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     summary: dict = {"cpu": cpu_model(), "flags": sorted(cpu_flags() & set(REPORTED_CPU_FLAGS)), "threads": threads}
     summary["variants"] = {}
-    for label in args.variants.split(","):
-        folder, engine, precision = VARIANTS[label]
-        settings = HandlerSettings.from_mapping(
-            {"instruction_mode": "exclude", "engine": engine, "precision": precision}
-        )
+    variants = {
+        label: (args.bench_model_dir / folder / "model", engine, precision, "exclude")
+        for label, (folder, engine, precision) in VARIANTS.items()
+    }
+    chosen = args.variants.split(",")
+    if args.archive:
+        variants = dict(archive_variant(folder) for folder in args.archive)
+        chosen = list(variants)
+    for label in chosen:
+        model_dir, engine, precision, mode = variants[label]
+        settings = HandlerSettings.from_mapping({"instruction_mode": mode, "engine": engine, "precision": precision})
 
-        def load(folder: str = folder, settings: HandlerSettings = settings) -> InstructorEncoder:
-            return InstructorEncoder.from_folder(args.bench_model_dir / folder / "model", settings, threads=threads)
+        def load(model_dir: Path = model_dir, settings: HandlerSettings = settings) -> InstructorEncoder:
+            return InstructorEncoder.from_folder(model_dir, settings, threads=threads)
 
         print(label, flush=True)
         if args.multiples:

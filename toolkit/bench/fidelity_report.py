@@ -50,7 +50,8 @@ MODELS = {
     "large": ("instructor-large shape (random weights)", "exclude", False),
     "tiny": ("tiny test model (random weights; the report's own test)", "exclude", False),
 }
-SMOOTH_QUANT_TRIALS = (0.5, -1.0)  # NNCF's transformer default is 0.95; -1 turns SmoothQuant off
+# NNCF's transformer default is 0.95 and the builder also tries 0.5; -1 turns SmoothQuant off.
+SMOOTH_QUANT_TRIALS = (0.75, -1.0)
 
 
 def model_dir(name: str, workdir: Path) -> Path:
@@ -113,18 +114,19 @@ def measure_model(name: str, workdir: Path, seconds: float, flags: frozenset[str
             "raw_sequences_per_s": rates,
             "seconds": round(time.perf_counter() - started, 1),
         }
-        log(f"{name} {candidate.label}: min {report.min_cosine} ({report.verdict}), {rates}")
+        log(f"{name} {candidate.label}: min {report.min_cosine} ({report.verdict}), {rates}, {row['seconds']} s")
         rows.append(row)
     shutil.rmtree(staged, ignore_errors=True)
     return {"model": name, "description": description, "real_weights": real, "rows": rows}
 
 
 def chooser_pick(rows: list[dict[str, Any]], precision: str | None = None) -> dict[str, Any] | None:
-    """What the builder would keep: the highest build-time rate among passing rows (default knobs only)."""
+    """What the builder would keep: the highest build-time rate among passing rows it would build."""
+    built = {candidate.label for candidate in OPENVINO_INT8} | {"fp32", "bf16"}
     eligible = [
         row
         for row in rows
-        if row["passed"] and row["smooth_quant_alpha"] is None and (precision is None or row["precision"] == precision)
+        if row["passed"] and row["mode"] in built and (precision is None or row["precision"] == precision)
     ]
     return max(eligible, key=lambda row: row["build_sequences_per_s"], default=None)
 
@@ -171,6 +173,11 @@ def targets(model: dict[str, Any], flags: frozenset[str]) -> list[dict[str, str]
     return found
 
 
+def cost_per_million(sequences_per_s: float, usd_per_hour: float) -> str:
+    """Dollars per million embeddings at this rate, one machine at ``usd_per_hour``."""
+    return f"${1e6 / sequences_per_s / 3600 * usd_per_hour:.3f}" if sequences_per_s else "-"
+
+
 def markdown(document: dict[str, Any]) -> str:
     machine = document["machine"]
     lines = [
@@ -182,7 +189,8 @@ def markdown(document: dict[str, Any]) -> str:
         "Cosines are per probe pair to torch fp32 (14 pairs; floors 0.99 int8, 0.999 bf16). Ranking: 32 queries "
         "x 240 documents of the generated probe corpus, the mode's top 10 against fp32's. Rates: OpenVINO, "
         "sequences/s, raw engine (no server) at 8 x 96 and 1 x 64 tokens, best of two rounds; `build` is the "
-        "rate the chooser compares (short documents in batches of 8). The chooser's pick is marked **kept**.",
+        "rate the chooser compares (short documents in batches of 8). The chooser's pick is marked **kept**. "
+        f"$ / 1M: embeddings at the 8 x 96 rate on a machine at ${document['usd_per_hour']:.2f}/h.",
         "",
     ]
     for model in document["models"]:
@@ -190,8 +198,8 @@ def markdown(document: dict[str, Any]) -> str:
         lines += [
             f"## {model['description']}",
             "",
-            "| mode | min cos | mean cos | top-10 overlap | nDCG@10 | gate | 8 x 96 | 1 x 64 | build |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| mode | min cos | mean cos | top-10 overlap | nDCG@10 | gate | 8 x 96 | 1 x 64 | build | $ / 1M |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in model["rows"]:
             mark = " **kept**" if row is kept else ""
@@ -199,7 +207,7 @@ def markdown(document: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['mode']}{mark} | {row['min_cosine']} | {row['mean_cosine']} | {row['top10_overlap']} | "
                 f"{row['ndcg_at_10']} | {row['verdict']} | {rates['8x96']} | {rates['1x64']} | "
-                f"{row['build_sequences_per_s']} |"
+                f"{row['build_sequences_per_s']} | {cost_per_million(rates['8x96'], document['usd_per_hour'])} |"
             )
         lines.append("")
         for target in model["targets"]:
@@ -211,8 +219,8 @@ def markdown(document: dict[str, Any]) -> str:
 
 NOTE = (
     "Random-weight T5 shapes say how fast a mode runs, never how faithful it is on real INSTRUCTOR weights: "
-    "the gate decides that on the user's machine at build time. SmoothQuant rows are trials of NNCF's knob "
-    "(the builder uses NNCF's default, 0.95)."
+    "the gate decides that on the user's machine at build time. SmoothQuant rows other than 0.5 are trials "
+    "of NNCF's knob (the builder tries NNCF's default, 0.95, and 0.5)."
 )
 
 
@@ -220,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm,mpnet,base,large", help=f"comma-separated, of {sorted(MODELS)}")
     parser.add_argument("--seconds", type=float, default=3.0, help="per rate measurement")
+    parser.add_argument("--usd-per-hour", type=float, default=0.10, help="machine price, for the cost per 1M")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
+    parser.add_argument("--fresh", action="store_true", help="drop models measured by earlier runs")
+    parser.add_argument("--render", action="store_true", help="rewrite the page (and targets) from the JSON only")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".bench", help="models (kept) and staging")
     args = parser.parse_args(argv)
     names = args.models.split(",")
@@ -237,21 +248,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flags": sorted(flags & set(REPORTED_CPU_FLAGS)),
         "cpu_flags": sorted(flags),
     }
-    models = []
+    stem = "fidelity-" + default_stem(machine).removeprefix("cpu-")
+    raw, page = args.out / f"{stem}.json", args.out / f"{stem}.md"
+    # Models measured earlier on this machine stay in the report unless measured again (one run per model fits).
+    if args.render:
+        document = json.loads(raw.read_text())
+        for model in document["models"]:
+            model["targets"] = targets(model, flags)
+        raw.write_text(json.dumps(document, indent=1) + "\n")
+        page.write_text(markdown(document))
+        print(f"rewrote {page} from {raw.name}")
+        return 0
+    earlier = json.loads(raw.read_text())["models"] if raw.exists() and not args.fresh else []
+    models = [model for model in earlier if model["model"] not in names]
     for name in names:
         model = measure_model(name, args.workdir, args.seconds, flags, lambda line: print(line, flush=True))
         model["targets"] = targets(model, flags)
         models.append(model)
-    document = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python scripts/fidelity_report.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": {key: value for key, value in machine.items() if key != "cpu_flags"},
-        "models": models,
-        "note": NOTE,
-    }
-    stem = "fidelity-" + default_stem(machine).removeprefix("cpu-")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(document))
-    print(f"wrote {args.out / stem}.json and .md")
+        document = {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": "python scripts/fidelity_report.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "machine": {key: value for key, value in machine.items() if key != "cpu_flags"},
+            "models": sorted(models, key=lambda entry: list(MODELS).index(entry["model"])),
+            "usd_per_hour": args.usd_per_hour,
+            "note": NOTE,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps(document, indent=1) + "\n")
+        page.write_text(markdown(document))
+        print(f"wrote {raw} and {page.name} ({name} done)", flush=True)
     return 0

@@ -160,15 +160,24 @@ def _fidelity_lines(result: dict[str, Any]) -> list[str]:
     figures = {label: f for label, f in result.get("fidelity", {}).items() if f}
     if not figures:
         return []
-    lines = ["Fidelity gate (min / mean cosine to fp32 on the probe set, at build time):", ""]
-    lines += ["| mode | measured with | min | mean | floor | verdict |", "|---|---|---|---|---|---|"]
+    lines = [
+        "Fidelity gate (min / mean cosine to fp32 on the probe set; top-10 overlap and nDCG@10 against fp32's "
+        "ranking of the probe corpus; at build time):",
+        "",
+    ]
+    lines += [
+        "| mode | served as | measured with | min | mean | top-10 overlap | nDCG@10 | floor | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, f in figures.items():
         verdict = f.get("verdict") or (
             "passed" if f["passed"] else ("forced (below the floor)" if f["forced"] else "refused")
         )
+        ranking = f.get("ranking") or {}
         lines.append(
-            f"| {label} | {f['measured_with']} | {f['min_cosine']:.5f} | {f['mean_cosine']:.5f} | {f['floor']} "
-            f"| {verdict} |"
+            f"| {label} | {f.get('chosen') or f['precision']} | {f['measured_with']} | {f['min_cosine']:.5f} | "
+            f"{f['mean_cosine']:.5f} | {_fmt(ranking.get('top10_overlap'), 3)} | {_fmt(ranking.get('ndcg_at_10'), 4)} "
+            f"| {f['floor']} | {verdict} |"
         )
     return [*lines, ""]
 
