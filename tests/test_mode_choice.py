@@ -156,7 +156,7 @@ def test_the_fidelity_report_judges_targets_from_its_rows() -> None:
         report_row("fp32", 100.0, True, 100.0),
         report_row("bf16", 200.0, True, 200.0),
         report_row("int8 static", 300.0, False, 330.0),
-        report_row("int8 dynamic", 230.0, True, 250.0),
+        report_row("int8 dynamic (activation groups of 128)", 230.0, True, 250.0),
         report_row("int8 static (SmoothQuant alpha 0.75)", 400.0, True, 400.0, alpha=0.75),  # a trial only
     ]
     model = {"model": "minilm", "real_weights": True, "rows": rows}

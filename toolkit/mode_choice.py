@@ -15,8 +15,8 @@ Two requests choose:
   clears its floor. fp32 always qualifies, so ``fastest`` never refuses. ``auto`` keeps its
   meaning (decided per worker, never int8).
 
-Speed is :func:`toolkit.fidelity_gate.probe_throughput`: short documents in batches of 8, best of
-three passes, on this machine; every candidate's figures and the reason for the choice go into
+Speed is :func:`toolkit.fidelity_gate.probe_throughput`: the bench's workload (texts of 16-256 tokens)
+in batches of 8, best of five passes, on this machine; every candidate's figures and the reason for the choice go into
 ``fidelity.json`` (describe and the worker log show them). On real all-MiniLM-L6-v2 and
 all-mpnet-base-v2 weights static int8 fails the floor (0.928 / 0.957) and the dynamic scheme clears
 it (0.996-0.998); on T5 shapes static is the faster (docs/engines.md).
@@ -206,6 +206,6 @@ def _reason(requested: str, chosen: Measured, measured: Sequence[Measured]) -> s
         why = "the fastest that passed its floor"
     return (
         f"{requested} -> {chosen.candidate.label}: {why}, {chosen.report.build_sequences_per_s} sequences/s "
-        f"(short documents in batches of 8, this machine), min cosine {chosen.report.min_cosine}"
+        f"(texts of 16-256 tokens in batches of 8, this machine), min cosine {chosen.report.min_cosine}"
         + (f"; others: {others}" if others else "")
     )
