@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from handler.encoder import InstructorEncoder
 from handler.fidelity import FIDELITY_FILE
 from handler.settings import HandlerSettings
 from tests.conftest import RunningServer, registered_model
-from toolkit import export
+from toolkit import export, mode_choice
 from toolkit.archive import build_archive
 from toolkit.export import ExportError
 from toolkit.probes import PROBE_PAIRS
@@ -27,6 +28,7 @@ def test_every_linear_chosen_is_kept_in_float_bert_included(
 ) -> None:
     """With every Linear over the threshold, all of MiniLM's are found and kept (its unused pooler is dropped)."""
     monkeypatch.setattr(export, "OUTLIER_RATIO", 0.0)
+    monkeypatch.setattr(mode_choice, "OPENVINO_INT8", mode_choice.OPENVINO_INT8[:2])  # the static exports only
     archive = build_archive(minilm_dir, tmp_path, int8("ignore"), archive_format="no-archive")
     static = [t for t in json.loads((archive / FIDELITY_FILE).read_text())["modes_tried"] if t["scheme"] == "static"]
     kept = static[0]["int8_float_layers"]
@@ -105,20 +107,18 @@ def test_the_chooser_refuses_when_no_scheme_passes_naming_each(tmp_path: Path, h
     assert figures["int8_scheme"] == best["scheme"] and figures["verdict"] == "FORCED below the floor"
 
 
-def test_real_minilm_int8_builds_without_force(tmp_path: Path, minilm_dir: Path) -> None:
+@pytest.mark.integration
+def test_real_minilm_int8_builds_without_force_and_is_served(torchserve: RunningServer, minilm_dir: Path) -> None:
     """Real weights: default static int8 is below the floor (0.93 measured); SmoothQuant 0.5 and the run-time scheme
-    clear it (0.992-0.997), and the fastest of those is kept."""
-    archive = build_archive(minilm_dir, tmp_path, int8("ignore"), archive_format="no-archive")
-    figures, tried = schemes(archive)
-    assert tried[0][:2] == ("static", None) and not tried[0][2]
+    clear it (0.992-0.997), the fastest of those is kept, and the archive serves it end to end."""
+    archive = build_archive(minilm_dir, torchserve.model_store, int8("ignore"), name="minilm-int8")
+    with zipfile.ZipFile(archive) as packed:
+        figures = json.loads(packed.read(FIDELITY_FILE))
+    first = figures["modes_tried"][0]
+    assert (first["scheme"], first["smooth_quant_alpha"], first["passed"]) == ("static", None, False)
     assert figures["passed"] and figures["min_cosine"] >= 0.99
     fastest = max((t for t in figures["modes_tried"] if t["passed"]), key=lambda t: t["sequences_per_s"])
     assert figures["build_sequences_per_s"] == fastest["sequences_per_s"]
-
-
-@pytest.mark.integration
-def test_real_minilm_int8_served_end_to_end(torchserve: RunningServer, minilm_dir: Path) -> None:
-    build_archive(minilm_dir, torchserve.model_store, int8("ignore"), name="minilm-int8")
     exact = InstructorEncoder.from_folder(minilm_dir, HandlerSettings.from_mapping({"instruction_mode": "ignore"}))
     with registered_model(torchserve, "minilm-int8.mar", "minilm-int8", initial_workers=1) as running:
         response = running.predict("minilm-int8", {"inputs": [list(pair) for pair in PROBE_PAIRS]})

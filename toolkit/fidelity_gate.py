@@ -69,7 +69,7 @@ class FidelityReport:
     verdict: str
     ranking: RankingFigures | None = None
     build_tokens_per_s: float = 0.0
-    build_sequences_per_s: float = 0.0
+    build_sequences_per_s: float | None = None
     reference: ReferenceVectors | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def run_gate(
     precision = gated_precision(settings.precision)
     if precision is None:
         return None
-    report = measure_mode(source_dir, staged_dir, settings, precision, force, flags, exact)
+    report = measure_mode(source_dir, staged_dir, settings, precision, force, flags, exact, timed=False)
     if report.min_cosine < report.floor and not force:
         raise FidelityGateError(
             f"fidelity gate: precision '{settings.precision.value}' ({report.measured_with}) gives min cosine "
@@ -159,10 +159,12 @@ def measure_mode(
     force: bool = False,
     flags: frozenset[str] | None = None,
     exact: FP32Reference | None = None,
+    timed: bool = True,
 ) -> FidelityReport:
     """The staged model computed in ``precision`` against fp32: cosines, ranking, speed and verdict.
 
-    fp32 through another engine (OpenVINO f32) is measured too, against :data:`FP32_FLOOR`.
+    fp32 through another engine (OpenVINO f32) is measured too, against :data:`FP32_FLOOR`. ``timed``
+    off skips :func:`probe_throughput` (only a choice between modes needs it).
     """
     flags = cpu_flags() if flags is None else flags
     exact = reference_vectors(source_dir, settings) if exact is None else exact
@@ -190,7 +192,7 @@ def measure_mode(
         verdict=verdict,
         ranking=ranking,
         build_tokens_per_s=round(measure_rate(candidate), 1),
-        build_sequences_per_s=round(probe_throughput(candidate), 1),
+        build_sequences_per_s=round(probe_throughput(candidate), 1) if timed else None,
         reference=ReferenceVectors(PROBE_PAIRS, exact.probes),
     )
 

@@ -112,7 +112,7 @@ def candidates_for(requested: str, engine: EngineName, flags: frozenset[str]) ->
 def fastest_passing(measured: Sequence[Measured]) -> Measured | None:
     """The candidate with the highest measured rate among those that passed here (the first on a tie)."""
     passing = [entry for entry in measured if entry.report.passed]
-    return max(passing, key=lambda entry: entry.report.build_sequences_per_s, default=None)
+    return max(passing, key=lambda entry: entry.report.build_sequences_per_s or 0.0, default=None)
 
 
 def choose_mode(
