@@ -141,7 +141,7 @@ def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> 
     out of the archive. Torch: the model's own weights, stored in bf16 for bf16 (loaded
     memory-mapped, shared by workers, no conversion).
     """
-    done: list[str] = []
+    last_form: list[str] = []  # the staged model's current form (empty: as staged)
     tokenizing: list[InstructorEncoder] = []
 
     def form(candidate: Candidate) -> str:
@@ -154,28 +154,32 @@ def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> 
     def prepare(candidate: Candidate) -> QuantizationReport | None:
         wanted = form(candidate)
         report = None
-        if done and done[-1] != wanted:
-            shutil.rmtree(staged_model)
-            stage_model(model_dir, staged_model)
-        if (not done or done[-1] != wanted) and settings.engine is EngineName.OPENVINO:
-            if not tokenizing:
-                reference = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-                tokenizing.append(InstructorEncoder.from_folder(model_dir, reference))
-            quantized = candidate.precision is Precision.INT8
-            calibration = calibration_pairs() if quantized else None
-            scheme = candidate.scheme or STATIC_INT8
-            report = export_openvino(
-                model_dir, staged_model, calibration, tokenizing[0], scheme, candidate.smooth_quant_alpha
-            )
-            for name in WEIGHT_FILES:
-                (staged_model / name).unlink(missing_ok=True)
-            for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
-                shard.unlink()
-        elif (not done or done[-1] != wanted) and wanted == "bf16 weights":
-            store_transformer_weights(staged_model, load_dtype(Precision.BF16))
-        done.append(wanted)
+        if last_form != [wanted]:
+            if last_form:
+                shutil.rmtree(staged_model)
+                stage_model(model_dir, staged_model)
+            if settings.engine is EngineName.OPENVINO:
+                report = _export(candidate)
+            elif wanted == "bf16 weights":
+                store_transformer_weights(staged_model, load_dtype(Precision.BF16))
+            last_form[:] = [wanted]
         if settings.engine is EngineName.OPENVINO:
             write_engine_config(staged_model, candidate)
+        return report
+
+    def _export(candidate: Candidate) -> QuantizationReport | None:
+        if not tokenizing:
+            reference = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+            tokenizing.append(InstructorEncoder.from_folder(model_dir, reference))
+        calibration = calibration_pairs() if candidate.precision is Precision.INT8 else None
+        scheme = candidate.scheme or STATIC_INT8
+        report = export_openvino(
+            model_dir, staged_model, calibration, tokenizing[0], scheme, candidate.smooth_quant_alpha
+        )
+        for name in WEIGHT_FILES:
+            (staged_model / name).unlink(missing_ok=True)
+        for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
+            shard.unlink()
         return report
 
     return prepare
