@@ -148,7 +148,7 @@ def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> 
         if settings.engine is EngineName.TORCH:
             return "bf16 weights" if candidate.precision is Precision.BF16 else "weights"
         if candidate.precision is Precision.INT8 and candidate.scheme:
-            return f"{candidate.scheme} {candidate.smooth_quant_alpha}"
+            return f"{candidate.scheme} {candidate.smooth_quant_alpha} {candidate.accuracy_control}"
         return "f32 export"
 
     def prepare(candidate: Candidate) -> QuantizationReport | None:
@@ -174,7 +174,13 @@ def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> 
         calibration = calibration_pairs() if candidate.precision is Precision.INT8 else None
         scheme = candidate.scheme or STATIC_INT8
         report = export_openvino(
-            model_dir, staged_model, calibration, tokenizing[0], scheme, candidate.smooth_quant_alpha
+            model_dir,
+            staged_model,
+            calibration,
+            tokenizing[0],
+            scheme,
+            candidate.smooth_quant_alpha,
+            candidate.accuracy_control,
         )
         for name in WEIGHT_FILES:
             (staged_model / name).unlink(missing_ok=True)

@@ -20,10 +20,11 @@ export runs inside :func:`telemetry_off`, so building an archive sends nothing a
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from handler.batching import plan_micro_batches
 from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_MODEL, STATIC_INT8
 from handler.engines.torch_engine import load_transformer
+from toolkit.probes import validation_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 # that one int8 scale per tensor cannot carry (measured: docs/engines.md).
 OUTLIER_RATIO = 40.0
 CALIBRATION_ROWS_PER_BATCH = 8
+# NNCF's accuracy control keeps reverting layers to float until the min cosine to fp32 on its
+# validation pairs has dropped by no more than this (the gate's floor is 0.99, on its own probe pairs).
+ACCURACY_CONTROL_MAX_DROP = 0.002
 
 
 class HiddenStateEncoder(torch.nn.Module):
@@ -163,16 +168,57 @@ def node_name(linear_name: str) -> str:
     return f"__module.{linear_name}/aten::linear/MatMul"
 
 
+@dataclasses.dataclass(frozen=True)
+class CosineValidation:
+    """What NNCF's accuracy control measures a candidate model by: min cosine to fp32 on these rows.
+
+    ``reference`` is the fp32 torch encoder (its tokenizer, pooling and head are reused with the
+    candidate's compiled model as the engine); ``vectors`` are its fp32 vectors for ``rows``.
+    """
+
+    reference: InstructorEncoder
+    rows: tuple[TokenizedRow, ...]
+    vectors: torch.Tensor
+
+    @classmethod
+    def on_pairs(cls, reference: InstructorEncoder, pairs: Sequence[tuple[str, str]]) -> CosineValidation:
+        rows = tuple(reference.tokenize(pairs))
+        return cls(reference, rows, reference.encode_rows(rows))
+
+    def dataset(self) -> object:
+        import nncf
+
+        return nncf.Dataset(list(range(len(self.rows))))
+
+    def metric(self) -> Callable[[object, Iterable[int]], tuple[float, list[float]]]:
+        """NNCF's ``validation_fn``: (min cosine, per-row cosines) of a compiled model on the given rows."""
+        from handler.engines.openvino_engine import OpenVinoEngine
+        from handler.settings import Precision
+
+        def validate(compiled: object, indices: Iterable[int]) -> tuple[float, list[float]]:
+            chosen = list(indices)
+            candidate = copy.copy(self.reference)
+            candidate.engine = OpenVinoEngine(compiled, Precision.FP32)  # type: ignore[arg-type]
+            vectors = candidate.encode_rows([self.rows[index] for index in chosen])
+            cosines = torch.nn.functional.cosine_similarity(vectors, self.vectors[chosen], dim=1).tolist()
+            return min(cosines), cosines
+
+        return validate
+
+
 def quantize_int8(
     model: object,
     module: torch.nn.Module,
     batches: list[dict[str, torch.Tensor]],
     smooth_quant_alpha: float | None = None,
+    validation: CosineValidation | None = None,
 ) -> tuple[object, QuantizationReport]:
     """Quantize ``model`` in place with NNCF, keeping the outlier-carrying Linear layers in float.
 
     ``smooth_quant_alpha`` overrides NNCF's SmoothQuant strength for MatMuls (its transformer default
-    0.95; -1 turns SmoothQuant off): the fidelity report's trials (``make fidelity``).
+    0.95; -1 turns SmoothQuant off). With ``validation``, NNCF's ``quantize_with_accuracy_control``
+    then reverts the layers that cost the most cosine to float until the drop on the validation rows
+    is at most :data:`ACCURACY_CONTROL_MAX_DROP`. Both are the fidelity report's trials (``make fidelity``).
     """
     import nncf
 
@@ -196,14 +242,27 @@ def quantize_int8(
             smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=smooth_quant_alpha)
         )
     )
-    quantized = nncf.quantize(
-        model,
-        dataset,
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(batches),
-        ignored_scope=scope,
-        advanced_parameters=advanced,
-    )
+    if validation is None:
+        quantized = nncf.quantize(
+            model,
+            dataset,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(batches),
+            ignored_scope=scope,
+            advanced_parameters=advanced,
+        )
+    else:
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            dataset,
+            validation.dataset(),
+            validation.metric(),
+            max_drop=ACCURACY_CONTROL_MAX_DROP,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(batches),
+            ignored_scope=scope,
+            advanced_quantization_parameters=advanced,
+        )
     logger.info("int8: %d Linear layers kept in float (outlier ratio > %s): %s", len(ignored), OUTLIER_RATIO, ignored)
     return quantized, QuantizationReport(ignored, {name: round(ratios[name], 1) for name in ignored}, len(batches))
 
@@ -215,6 +274,7 @@ def export_openvino(
     reference: InstructorEncoder,
     int8_scheme: str = STATIC_INT8,
     smooth_quant_alpha: float | None = None,
+    accuracy_control: bool = False,
 ) -> QuantizationReport | None:
     """Write ``target_model_dir/openvino/encoder.xml`` (+ .bin) from the transformer in ``model_dir``.
 
@@ -235,7 +295,8 @@ def export_openvino(
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         elif int8_calibration is not None:
             batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
-            model, report = quantize_int8(model, module, batches, smooth_quant_alpha)
+            validation = CosineValidation.on_pairs(reference, validation_pairs()) if accuracy_control else None
+            model, report = quantize_int8(model, module, batches, smooth_quant_alpha, validation)
     target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL
     target.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(target), compress_to_fp16=False)

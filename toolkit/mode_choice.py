@@ -45,14 +45,17 @@ STATIC_SMOOTH_QUANT_ALPHA = 0.5
 class Candidate:
     """One way to serve the model: a precision and, for OpenVINO int8, its scheme and group size.
 
-    ``smooth_quant_alpha`` (static int8 only) overrides NNCF's SmoothQuant strength: the fidelity
-    report's trials; the builder uses NNCF's default.
+    ``smooth_quant_alpha`` (static int8 only) overrides NNCF's SmoothQuant strength (the builder tries
+    NNCF's default and :data:`STATIC_SMOOTH_QUANT_ALPHA`); ``accuracy_control`` (static int8 only) runs
+    NNCF's ``quantize_with_accuracy_control`` (:class:`toolkit.export.CosineValidation`): a fidelity
+    report trial.
     """
 
     precision: Precision
     scheme: str | None = None
     group: int | None = None
     smooth_quant_alpha: float | None = None
+    accuracy_control: bool = False
 
     @property
     def label(self) -> str:
@@ -60,7 +63,8 @@ class Candidate:
             return self.precision.value
         groups = f" (activation groups of {self.group})" if self.group else ""
         alpha = f" (SmoothQuant alpha {self.smooth_quant_alpha})" if self.smooth_quant_alpha is not None else ""
-        return f"{self.precision.value} {self.scheme}{groups}{alpha}"
+        control = " (accuracy control)" if self.accuracy_control else ""
+        return f"{self.precision.value} {self.scheme}{groups}{alpha}{control}"
 
 
 OPENVINO_INT8 = (

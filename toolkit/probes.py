@@ -61,3 +61,22 @@ def calibration_pairs(count: int = 48) -> list[tuple[str, str]]:
     """``count`` generated instruction + text pairs (every instruction with every text, cycled)."""
     pairs = itertools.cycle(itertools.product(_CALIBRATION_INSTRUCTIONS, _CALIBRATION_TEXTS))
     return list(itertools.islice(pairs, count))
+
+
+# Accuracy control's validation texts: the lengths that break int8 first (one or two characters, a
+# few words, a long passage), none of them a probe's or a calibration text.
+_VALIDATION_TEXTS = (
+    "ok",
+    "y",
+    "no thanks",
+    "Is it raining in Lisbon today?",
+    "Ein kurzer Satz über das Wetter.",
+    "The invoice was paid late because the bank holiday moved the transfer to Tuesday.",
+    "Glaciers advance in cold decades and retreat in warm ones, leaving moraines behind them. " * 8,
+    "SELECT name, count(*) FROM orders GROUP BY name HAVING count(*) > 3;",
+)
+
+
+def validation_pairs() -> list[tuple[str, str]]:
+    """Instruction + text pairs that NNCF's accuracy control validates a quantized model on (48)."""
+    return list(itertools.product(_CALIBRATION_INSTRUCTIONS, _VALIDATION_TEXTS))

@@ -71,6 +71,7 @@ def candidates(real_weights: bool, flags: frozenset[str]) -> list[Candidate]:
     found += list(OPENVINO_INT8)
     if real_weights:
         found += [Candidate(Precision.INT8, "static", smooth_quant_alpha=alpha) for alpha in SMOOTH_QUANT_TRIALS]
+        found.append(Candidate(Precision.INT8, "static", smooth_quant_alpha=-1.0, accuracy_control=True))
     return found
 
 
