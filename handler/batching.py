@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
+from handler.engines import engine_spec
 from handler.request_parsing import EmbeddingRequest
 from handler.settings import EngineName, HandlerSettings, Precision
 
@@ -67,23 +68,16 @@ class MicroBatchLimits:
         return dataclasses.asdict(self)
 
 
-# (padding_pct, rows) per engine and the precision the worker computes in, where measurement moved
-# them off DEFAULT_LIMITS: `python -m toolkit.bench.batching_sweep` on instructor-large's shape,
-# 2-core Xeon with AMX (docs/engines.md, "Micro-batch limits"). A 40% bound gained 3-6% on batches
-# of 8 single-pair requests; 8 rows kept 2 x 32-pair batches as fast as before (32 rows with
-# a loose bound lost 12-35% there: padded positions cost the same work whatever the matrix size).
-MEASURED_LIMITS: dict[tuple[EngineName, Precision], tuple[int, int]] = {
-    (EngineName.OPENVINO, Precision.BF16): (40, 8),
-    (EngineName.OPENVINO, Precision.INT8): (40, 8),
-}
-# Tuned for torch fp32 (docs/benchmarks/cpu-2core.md); torch bf16 measured no better with others.
+# Tuned for torch fp32 (docs/benchmarks/cpu-2core.md); torch bf16 measured no better with others. An
+# engine's measured defaults per precision, where they differ: :attr:`handler.engines.EngineSpec.micro_batch`.
 DEFAULT_LIMITS = (20, 32)
 
 
 def micro_batch_limits(settings: HandlerSettings, engine: EngineName, precision: Precision) -> MicroBatchLimits:
     """The archive's own limits where it sets them, else the defaults measured for the engine and precision."""
-    padding_pct, rows = MEASURED_LIMITS.get((engine, precision), DEFAULT_LIMITS)
-    measured = (engine, precision) in MEASURED_LIMITS
+    measured_limits = engine_spec(engine).micro_batch
+    padding_pct, rows = measured_limits.get(precision, DEFAULT_LIMITS)
+    measured = precision in measured_limits
     source = f"{engine.value} {precision.value} default" if measured else "default"
     if settings.micro_batch_padding_pct is not None or settings.micro_batch_rows is not None:
         source = "handler settings"

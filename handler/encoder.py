@@ -27,12 +27,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from handler import precision as precisions
 from handler.batching import MicroBatchLimits, micro_batch_limits, padding_tokens, plan_micro_batches
-from handler.engines import Engine, load_engine
+from handler.engines import Engine, engine_spec, load_engine
 from handler.engines.torch_engine import torch_out_of_memory
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, max_length_for, read_layout
 from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
-from handler.settings import EngineName, HandlerSettings, InstructionMode
+from handler.settings import HandlerSettings, InstructionMode
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class InstructorEncoder:
         ``settings.engine`` is loaded. An unset ``max_length`` becomes the model's own.
         """
         device = torch.device(device)
-        layout = read_layout(model_dir, require_weights=settings.engine is EngineName.TORCH)
+        layout = read_layout(model_dir, require_weights=engine_spec(settings.engine).needs_torch_weights)
         settings = dataclasses.replace(settings, max_length=max_length_for(settings.max_length, layout))
         resolved = resolved or precisions.resolve(settings.precision, settings.engine, device, cpu_flags)
         engine = load_engine(settings.engine, layout.root, resolved.precision, device, threads)

@@ -108,9 +108,21 @@ class OutOfMemoryError(ServingError):
     status = HTTPStatus.INSUFFICIENT_STORAGE
 
 
-class EngineOutOfMemory(Exception):  # noqa: N818 (named after the condition, like MemoryError)
+class ModelConfigError(Exception):
+    """The archive's configuration or model folder is unusable. Raised at load, never per request."""
+
+
+class EngineError(Exception):
+    """An engine's own failure, typed so callers never parse a runtime library's messages."""
+
+
+class EngineOutOfMemory(EngineError):  # noqa: N818 (named after the condition, like MemoryError)
     """An engine could not allocate memory for a forward pass; each engine maps its library's own failure."""
 
 
-class ModelConfigError(Exception):
-    """The archive's configuration or model folder is unusable. Raised at load, never per request."""
+class EngineStartError(EngineError, ModelConfigError):
+    """An engine cannot start for this model folder or device (its export missing, a device it does not run on)."""
+
+
+class EngineInputError(EngineError):
+    """A batch an engine cannot compute (ids and mask of different shapes, not integers): a caller's bug."""

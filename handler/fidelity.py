@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from handler.engines import engine_spec
 from handler.errors import ModelConfigError
 from handler.settings import EngineName, Precision
 
@@ -127,11 +128,9 @@ def fp32_fallback_possible(engine: EngineName, precision: Precision) -> bool:
     """Whether the archive holds what computes fp32 exactly.
 
     OpenVINO fp32/bf16/auto archives hold an fp32 export; torch archives hold fp32 weights unless
-    built for bf16 (stored in bf16). int8 exports are quantized.
+    built for bf16 (stored in bf16). int8 exports are quantized (:attr:`EngineSpec.reduced_in_archive`).
     """
-    if engine is EngineName.OPENVINO:
-        return precision is not Precision.INT8
-    return precision is not Precision.BF16
+    return precision not in engine_spec(engine).reduced_in_archive
 
 
 def check_at_start(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from handler.engines import engine_spec
 from handler.errors import ModelConfigError
 from handler.settings import EngineName, Precision
 
@@ -73,7 +74,7 @@ def resolve(
     Raises:
         ModelConfigError: int8 on a GPU; OpenVINO on a GPU; bf16 on a CPU or GPU without native bf16.
     """
-    if device.type != "cpu" and engine is not EngineName.TORCH:
+    if not engine_spec(engine).runs_on(device):
         raise ModelConfigError(f"engine '{engine.value}' runs on CPU only; use engine 'torch' on {device}")
     if device.type != "cpu":
         return _resolve_on_gpu(requested, device, gpu_bf16)

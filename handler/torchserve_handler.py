@@ -25,11 +25,12 @@ from handler.batching import flatten_pairs, split_by_request
 from handler.budget import TokenBudget, admit
 from handler.cpus import CpuShare, cpu_share, running_workers
 from handler.encoder import InstructorEncoder, TokenizedRow
+from handler.engines import engine_spec
 from handler.errors import EngineOutOfMemory, InternalError, OutOfMemoryError, ServingError
 from handler.metrics import BatchStats, HandlerMetrics
 from handler.request_parsing import EmbeddingRequest, parse_request
 from handler.responses import TokenUsage, success_body
-from handler.settings import EngineName, HandlerSettings
+from handler.settings import HandlerSettings
 from handler.startup import StartedWorker, start_worker
 from handler.truncation import length_error
 
@@ -87,8 +88,9 @@ class InstructorHandler(BaseHandler):
         yaml_config = context.model_yaml_config or {}
         settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
         properties = context.system_properties
-        # Engines other than torch run on the CPU whatever GPU TorchServe assigned.
-        gpu_id = properties.get("gpu_id") if settings.engine is EngineName.TORCH else None
+        # An engine that does not run on GPUs runs on the CPU whatever GPU TorchServe assigned.
+        spec = engine_spec(settings.engine)
+        gpu_id = properties.get("gpu_id") if spec.runs_on(torch.device("cuda")) else None
         device = select_device(gpu_id)
         threads = None
         if device.type == "cpu":
@@ -126,9 +128,10 @@ class InstructorHandler(BaseHandler):
         return cpu_share(settings.torch_threads, max(running_workers(), self._min_workers))
 
     def _rebalance_threads(self) -> None:
-        """A torch worker on CPU follows the worker count after scaling (OpenVINO's threads are fixed at compile)."""
+        """A CPU worker follows the worker count after scaling, unless its engine fixed its threads at load."""
         now = time.monotonic()
-        if self.cpus is None or self.settings.engine is not EngineName.TORCH or self.settings.torch_threads:
+        fixed = engine_spec(self.settings.engine).threads_fixed_at_load
+        if self.cpus is None or fixed or self.settings.torch_threads:
             return
         if now - self._threads_checked_at < THREAD_RECHECK_S:
             return

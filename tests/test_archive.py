@@ -14,11 +14,11 @@ import yaml
 from safetensors.torch import load_file
 
 from handler.encoder import InstructorEncoder
+from handler.engines.torch_export import store_transformer_weights
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE, NATIVE_BF16_FLAGS
 from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
-from toolkit.weights import store_transformer_weights
 
 
 def test_mar_is_self_contained(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
 
-from toolkit import export
+from handler.engines import openvino_export as export
 
 
 class StopExportError(Exception):

@@ -10,13 +10,17 @@ import pytest
 import torch
 
 from handler.encoder import InstructorEncoder
+from handler.engines import openvino_export as export
+from handler.engines.openvino_export import ExportError
 from handler.fidelity import FIDELITY_FILE
-from handler.settings import HandlerSettings
+from handler.settings import HandlerSettings, Precision
 from tests.conftest import RunningServer, registered_model
-from toolkit import export, mode_choice
+from toolkit import mode_choice
 from toolkit.archive import build_archive
-from toolkit.export import ExportError
-from toolkit.probes import PROBE_PAIRS
+from toolkit.fidelity_gate import run_gate
+from toolkit.mode_choice import Candidate
+from toolkit.probes import PROBE_PAIRS, validation_pairs
+from toolkit.staging import preparer, stage_model
 
 
 def int8(mode: str) -> HandlerSettings:
@@ -105,6 +109,65 @@ def test_the_chooser_refuses_when_no_scheme_passes_naming_each(tmp_path: Path, h
     assert figures["forced"] and len(tried) == 5 and not any(passed for _, _, passed in tried)
     best = max(figures["modes_tried"], key=lambda t: t["min_cosine"])
     assert figures["int8_scheme"] == best["scheme"] and figures["verdict"] == "FORCED below the floor"
+
+
+def test_accuracy_control_measures_on_its_own_pairs_and_the_gate_passes_the_result(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NNCF's accuracy control (a fidelity report trial) runs our validation: fp32 scores ~1, then the int8 model."""
+    scores: list[tuple[float, int]] = []
+    original = export.CosineValidation.metric
+
+    def recorded(self: export.CosineValidation):
+        validate = original(self)
+
+        def scored(compiled: object, indices):
+            lowest, per_row = validate(compiled, indices)
+            scores.append((lowest, len(per_row)))
+            return lowest, per_row
+
+        return scored
+
+    monkeypatch.setattr(export.CosineValidation, "metric", recorded)
+    settings = int8("exclude")
+    staged = tmp_path / "staged"
+    stage_model(tiny_model_dir, staged)
+    preparer(tiny_model_dir, staged, settings)(
+        Candidate(Precision.INT8, "static", smooth_quant_alpha=-1.0, accuracy_control=True)
+    )
+    # NNCF measures the fp32 model first, then the int8 one, over every validation pair (or one at a time)
+    assert len(scores) >= 2 and scores[0][0] > 0.9999 and scores[-1][0] < scores[0][0]
+    assert sum(rows for _, rows in scores) >= 2 * len(validation_pairs())
+    assert not set(validation_pairs()) & set(PROBE_PAIRS)  # the gate measures on pairs nobody tuned on
+    report = run_gate(tiny_model_dir, staged, settings)
+    assert report is not None and report.passed and report.min_cosine >= 0.99
+
+
+@pytest.mark.integration
+def test_each_int8_scheme_is_served_on_the_tiny_model(
+    torchserve: RunningServer, tiny_model_dir: Path, outlier_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Static (the only scheme offered) on the tiny model, the run-time scheme where only it passes (injected
+    outliers): each archive serves vectors within its floor of fp32 and says which scheme it runs."""
+    with monkeypatch.context() as static_only:
+        static_only.setattr(mode_choice, "OPENVINO_INT8", mode_choice.OPENVINO_INT8[:1])
+        build_archive(tiny_model_dir, torchserve.model_store, int8("exclude"), name="tiny-int8-static")
+    build_archive(outlier_model_dir, torchserve.model_store, int8("exclude"), name="tiny-int8-dynamic")
+    for name, folder, scheme in (
+        ("tiny-int8-static", tiny_model_dir, "static"),
+        ("tiny-int8-dynamic", outlier_model_dir, "dynamic"),
+    ):
+        exact = InstructorEncoder.from_folder(folder, HandlerSettings.from_mapping({"instruction_mode": "exclude"}))
+        with registered_model(torchserve, f"{name}.mar", name, initial_workers=1) as running:
+            response = running.predict(name, {"inputs": [list(pair) for pair in PROBE_PAIRS]})
+            (described,) = running.management.describe(name, customized=True)
+        assert response.status_code == 200, response.text
+        served = torch.tensor(response.json())
+        cosines = torch.nn.functional.cosine_similarity(served, exact.encode(PROBE_PAIRS), dim=1)
+        assert float(cosines.min()) >= 0.99, name
+        details = described["customizedMetadata"]
+        assert details["fidelity"]["int8_scheme"] == scheme and details["fidelity"]["passed"]
+        assert details["fidelity_check"]["measured_at_start"]["min_cosine"] >= 0.99
 
 
 @pytest.mark.integration

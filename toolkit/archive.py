@@ -22,36 +22,20 @@ import yaml
 
 from handler.budget import MIN_RESPONSE_TIMEOUT_S, measure_rate, response_timeout_for
 from handler.encoder import InstructorEncoder
-from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_ENGINE_CONFIG, STATIC_INT8
+from handler.engines import engine_spec
 from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
-from handler.model_files import WEIGHT_FILES, max_length_for, read_layout
+from handler.model_files import max_length_for, read_layout
 from handler.pooling import check_instruction_mode
-from handler.precision import load_dtype
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
-from toolkit.export import QuantizationReport, export_openvino
-from toolkit.fidelity_gate import run_gate
+from toolkit.fidelity_gate import FidelityReport, FP32Reference, gated_precision, reference_vectors, run_gate
 from toolkit.mode_choice import Candidate, Preparer, choose_mode
 from toolkit.model_source import ModelSource
-from toolkit.probes import calibration_pairs
-from toolkit.weights import store_transformer_weights
+from toolkit.staging import fp32_reference_loader, preparer, stage_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PACKAGE = REPO_ROOT / "handler"
 # --archive-format value -> what torch-model-archiver writes into the export folder.
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}
-# Model files the server never reads: other frameworks' weights, docs, VCS metadata.
-SKIPPED_MODEL_FILES = (
-    "*.md",
-    ".gitattributes",
-    ".download.json",
-    ".cache",
-    "*.h5",
-    "*.msgpack",
-    "*.onnx",
-    "*.ot",
-    "onnx",
-    "openvino",
-)
 
 
 class ArchiveError(Exception):
@@ -94,123 +78,136 @@ def model_config_yaml(workers: WorkerConfig, settings: HandlerSettings) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def _stage(
-    staging: Path,
-    model_dir: Path,
-    settings: HandlerSettings,
-    force: bool,
-    say: Callable[[str], None],
-    choose_fastest: bool = False,
-) -> tuple[Path, HandlerSettings, float | None]:
-    """Stage handler and model, export the engine's model, run the fidelity gate (or choose the mode).
+@dataclasses.dataclass
+class BuildContext:
+    """One archive build, passed through its steps (:data:`BUILD_STEPS`), then packed.
 
-    Returns the folder, the settings as served (``fastest`` resolved to the mode chosen) and, where
-    the gate measured it, the served mode's speed here (tokens per second on a full-length row).
+    Holds the model folder, the settings (``fastest`` resolved to the chosen mode by :func:`export`),
+    the staging folder, what the gate measured, and the fp32 reference encoder: loaded on first use,
+    once per build, and shared by the export (its module is what OpenVINO converts, its tokenizer
+    what calibration uses) and the gate (its vectors are what every mode is measured against).
     """
-    extra = staging / "extra"
-    shutil.copytree(HANDLER_PACKAGE, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    staged_model = extra / "model"
-    stage_model(model_dir, staged_model)
-    prepare = preparer(model_dir, staged_model, settings)
-    details: dict[str, Any] = {}
-    requested = FASTEST if choose_fastest else settings.precision.value
-    if choose_fastest or (settings.engine is EngineName.OPENVINO and settings.precision is Precision.INT8):
-        chosen, report, details = choose_mode(requested, model_dir, staged_model, settings, prepare, force, say)
-        settings = dataclasses.replace(settings, precision=chosen.precision)
-        say(f"staged the model for {settings.engine.value} {chosen.label} in the archive")
-    else:
-        prepare(Candidate(settings.precision))
-        if settings.engine is EngineName.OPENVINO:
-            say(f"exported the encoder for OpenVINO ({settings.precision.value}) into the archive")
-        report = run_gate(model_dir, staged_model, settings, force=force)
-    rate = None
-    if report is not None:
-        rate = report.build_tokens_per_s
-        (extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | details, indent=2))
-        assert report.reference is not None
-        (extra / REFERENCE_FILE).write_text(json.dumps(report.reference.to_mapping()))
-        say(f"{report.summary()}; each worker re-measures its own engine at start")
-    return extra, settings, rate
+
+    model_dir: Path
+    settings: HandlerSettings
+    staging: Path
+    workers: WorkerConfig
+    force: bool = False
+    choose_fastest: bool = False
+    say: Callable[[str], None] = lambda line: None
+    report: FidelityReport | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rate: float | None = None
+    prepare: Preparer | None = None
+    _reference: Callable[[], InstructorEncoder] | None = None
+    _exact: FP32Reference | None = None
+
+    @property
+    def extra(self) -> Path:
+        """What ``--extra-files`` packs: ``handler/`` and ``model/``."""
+        return self.staging / "extra"
+
+    @property
+    def staged_model(self) -> Path:
+        return self.extra / "model"
+
+    def reference(self) -> InstructorEncoder:
+        """The model in fp32 on the reference engine (loaded once)."""
+        if self._reference is None:
+            self._reference = fp32_reference_loader(self.model_dir, self.settings)
+        return self._reference()
+
+    def exact(self) -> FP32Reference:
+        """The fp32 vectors of the probe pairs and the ranking corpus (computed once)."""
+        if self._exact is None:
+            self._exact = reference_vectors(self.model_dir, self.settings, self.reference())
+        return self._exact
+
+    @property
+    def choosing(self) -> bool:
+        """Whether the mode is chosen by measurement (``fastest``, or int8 on an engine with int8 schemes)."""
+        spec = engine_spec(self.settings.engine)
+        return self.choose_fastest or bool(spec.int8_schemes and self.settings.precision is Precision.INT8)
 
 
-def preparer(model_dir: Path, staged_model: Path, settings: HandlerSettings) -> Preparer:
-    """Brings the staged model into a candidate's form, redoing only what changes between candidates.
+def stage(build: BuildContext) -> None:
+    """Copy the handler package and link the model's files into the staging folder."""
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(HANDLER_PACKAGE, build.extra / "handler", ignore=ignored)
+    stage_model(build.model_dir, build.staged_model)
+    build.prepare = preparer(build.model_dir, build.staged_model, build.settings, build.reference)
 
-    OpenVINO: the encoder exported in f32 (fp32, bf16), statically quantized, or with int8 weights
-    (the dynamic scheme; its group goes into ``openvino/engine.json``); the torch weights then stay
-    out of the archive. Torch: the model's own weights, stored in bf16 for bf16 (loaded
-    memory-mapped, shared by workers, no conversion).
+
+def export(build: BuildContext) -> None:
+    """Bring the staged model into the served mode: exported, calibrated (static int8) or re-stored.
+
+    When the mode is chosen by measurement, every candidate is exported, gated and timed here
+    (:func:`toolkit.mode_choice.choose_mode`) and the staged model ends up holding the chosen one.
     """
-    last_form: list[str] = []  # the staged model's current form (empty: as staged)
-    tokenizing: list[InstructorEncoder] = []
-
-    def form(candidate: Candidate) -> str:
-        if settings.engine is EngineName.TORCH:
-            return "bf16 weights" if candidate.precision is Precision.BF16 else "weights"
-        if candidate.precision is Precision.INT8 and candidate.scheme:
-            return f"{candidate.scheme} {candidate.smooth_quant_alpha} {candidate.accuracy_control}"
-        return "f32 export"
-
-    def prepare(candidate: Candidate) -> QuantizationReport | None:
-        wanted = form(candidate)
-        report = None
-        if last_form != [wanted]:
-            if last_form:
-                shutil.rmtree(staged_model)
-                stage_model(model_dir, staged_model)
-            if settings.engine is EngineName.OPENVINO:
-                report = _export(candidate)
-            elif wanted == "bf16 weights":
-                store_transformer_weights(staged_model, load_dtype(Precision.BF16))
-            last_form[:] = [wanted]
-        if settings.engine is EngineName.OPENVINO:
-            write_engine_config(staged_model, candidate)
-        return report
-
-    def _export(candidate: Candidate) -> QuantizationReport | None:
-        if not tokenizing:
-            reference = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-            tokenizing.append(InstructorEncoder.from_folder(model_dir, reference))
-        calibration = calibration_pairs() if candidate.precision is Precision.INT8 else None
-        scheme = candidate.scheme or STATIC_INT8
-        report = export_openvino(
-            model_dir,
-            staged_model,
-            calibration,
-            tokenizing[0],
-            scheme,
-            candidate.smooth_quant_alpha,
-            candidate.accuracy_control,
+    assert build.prepare is not None, "stage first"
+    settings = build.settings
+    if build.choosing:
+        requested = FASTEST if build.choose_fastest else settings.precision.value
+        chosen, build.report, build.details = choose_mode(
+            requested,
+            build.model_dir,
+            build.staged_model,
+            settings,
+            build.prepare,
+            build.force,
+            build.say,
+            exact=build.exact(),
         )
-        for name in WEIGHT_FILES:
-            (staged_model / name).unlink(missing_ok=True)
-        for shard in [*staged_model.glob("model-*.safetensors"), *staged_model.glob("pytorch_model-*.bin")]:
-            shard.unlink()
-        return report
-
-    return prepare
-
-
-def write_engine_config(staged_model: Path, candidate: Candidate) -> None:
-    """Tell the worker how to compile the export (nothing to say but for the dynamic int8 scheme)."""
-    path = staged_model / OPENVINO_DIR / OPENVINO_ENGINE_CONFIG
-    if candidate.scheme != DYNAMIC_INT8:
-        path.unlink(missing_ok=True)
+        build.settings = dataclasses.replace(settings, precision=chosen.precision)
+        build.say(f"staged the model for {settings.engine.value} {chosen.label} in the archive")
         return
-    path.write_text(json.dumps({"int8_scheme": candidate.scheme, "dynamic_quantization_group_size": candidate.group}))
+    build.prepare(Candidate(settings.precision))
+    if not engine_spec(settings.engine).needs_torch_weights:
+        build.say(f"exported the encoder for {settings.engine.value} ({settings.precision.value}) into the archive")
 
 
-def stage_model(model_dir: Path, target: Path) -> None:
-    """Copy the files the server reads from ``model_dir`` to ``target`` (hard links where possible)."""
-    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(*SKIPPED_MODEL_FILES), copy_function=link_or_copy)
+def gate(build: BuildContext) -> None:
+    """Measure a reduced mode against fp32 (unless the choice already did) and record the figures."""
+    if build.report is None and not build.choosing and gated_precision(build.settings.precision) is not None:
+        build.report = run_gate(build.model_dir, build.staged_model, build.settings, build.force, exact=build.exact())
+    report = build.report
+    if report is None:
+        return
+    build.rate = report.build_tokens_per_s
+    (build.extra / FIDELITY_FILE).write_text(json.dumps(report.to_mapping() | build.details, indent=2))
+    assert report.reference is not None
+    (build.extra / REFERENCE_FILE).write_text(json.dumps(report.reference.to_mapping()))
+    build.say(f"{report.summary()}; each worker re-measures its own engine at start")
 
 
-def link_or_copy(source: str, target: str) -> None:
-    """Hard-link where possible: staging a multi-GB model then costs no copy."""
-    try:
-        Path(target).hardlink_to(Path(source).resolve())
-    except OSError:
-        shutil.copy2(source, target)
+def size_response_timeout(build: BuildContext) -> None:
+    """Derive ``responseTimeout`` from the served mode's speed here, unless the caller set it."""
+    if build.workers.response_timeout_s is not None:
+        return
+    settings = build.settings
+    # Ungated archives are measured here, only when the timeout is left to the builder.
+    rate = build.rate or measure_rate(InstructorEncoder.from_folder(build.staged_model, settings))
+    full_request = settings.max_items_per_request * settings.max_length
+    timeout = response_timeout_for(rate, full_request)
+    build.workers = dataclasses.replace(build.workers, response_timeout_s=timeout)
+    build.say(
+        f"responseTimeout {timeout} s: {rate:.0f} tokens/s measured here, a full request of "
+        f"{full_request} tokens needs {full_request / rate:.0f} s (workers refuse more than they can "
+        "compute in half of it: 413)"
+    )
+
+
+# stage -> export (calibration included, for static int8) -> gate -> timeout; then pack.
+BUILD_STEPS: tuple[Callable[[BuildContext], None], ...] = (stage, export, gate, size_response_timeout)
+
+
+def pack(build: BuildContext, name: str, version: str, export_dir: Path, archive_format: str) -> Path:
+    """Write model-config.yaml and run torch-model-archiver; the fp32 reference is dropped first."""
+    build._reference = None
+    config_file = build.staging / "model-config.yaml"
+    config_file.write_text(model_config_yaml(build.workers, build.settings))
+    handler_file = build.extra / "handler" / "torchserve_handler.py"
+    return run_archiver(name, version, handler_file, build.extra, config_file, export_dir, archive_format)
 
 
 def archive_for_source(
@@ -218,6 +215,7 @@ def archive_for_source(
     export_dir: str | Path,
     workers: WorkerConfig = WorkerConfig(),
     name: str = "instructor",
+    *,
     archive_format: str = "default",
     max_items_per_request: int = HandlerSettings.max_items_per_request,
     precision: str = Precision.FP32.value,
@@ -293,23 +291,10 @@ def build_archive(
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-staging-", dir=export_dir) as staging_name:
-        staging = Path(staging_name)
-        extra, settings, rate = _stage(staging, model_dir, settings, force, say, choose_fastest)
-        if workers.response_timeout_s is None:
-            # Ungated archives are measured here, only when the timeout is left to the builder.
-            rate = rate or measure_rate(InstructorEncoder.from_folder(extra / "model", settings))
-            full_request = settings.max_items_per_request * settings.max_length
-            timeout = response_timeout_for(rate, full_request)
-            workers = dataclasses.replace(workers, response_timeout_s=timeout)
-            say(
-                f"responseTimeout {timeout} s: {rate:.0f} tokens/s measured here, a full request of "
-                f"{full_request} tokens needs {full_request / rate:.0f} s (workers refuse more than they can "
-                "compute in half of it: 413)"
-            )
-        config_file = staging / "model-config.yaml"
-        config_file.write_text(model_config_yaml(workers, settings))
-        handler_file = extra / "handler" / "torchserve_handler.py"
-        return run_archiver(name, version, handler_file, extra, config_file, export_dir, archive_format)
+        build = BuildContext(model_dir, settings, Path(staging_name), workers, force, choose_fastest, say)
+        for step in BUILD_STEPS:
+            step(build)
+        return pack(build, name, version, export_dir, archive_format)
 
 
 def run_archiver(

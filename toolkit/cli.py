@@ -12,11 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from handler.engines.openvino_export import ExportError
 from handler.errors import ModelConfigError
 from handler.settings import FASTEST, EngineName, HandlerSettings, InstructionMode, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
-from toolkit.export import ExportError
 from toolkit.fidelity_gate import FidelityGateError, auto_hint
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
@@ -125,11 +125,11 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         args.export_dir,
         workers,
         args.name,
-        args.archive_format,
-        args.max_items,
-        args.precision,
-        args.engine,
-        args.force,
+        archive_format=args.archive_format,
+        max_items_per_request=args.max_items,
+        precision=args.precision,
+        engine=args.engine,
+        force=args.force,
         max_length=args.max_length,
     )
     return source, archive

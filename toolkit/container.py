@@ -38,11 +38,11 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from handler.engines.openvino_export import ExportError
 from handler.errors import ModelConfigError
 from handler.settings import FASTEST, EngineName, Precision
 from toolkit import model_source, server
 from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
-from toolkit.export import ExportError
 from toolkit.fidelity_gate import FidelityGateError
 from toolkit.model_source import ModelSource
 
@@ -214,7 +214,7 @@ def prepare(settings: ContainerSettings) -> Path:
             settings.model_store,
             workers,
             settings.name,
-            settings.archive_format,
+            archive_format=settings.archive_format,
             precision=settings.precision,
             engine=settings.engine,
             max_length=settings.max_length,

@@ -26,9 +26,10 @@ import torch
 
 from handler.budget import measure_rate
 from handler.encoder import InstructorEncoder
+from handler.engines import REFERENCE_ENGINE, engine_spec
 from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVectors
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
-from handler.settings import EngineName, HandlerSettings, Precision
+from handler.settings import HandlerSettings, Precision
 from toolkit.bench.workload import make_pairs, token_counter
 from toolkit.probes import PROBE_PAIRS
 from toolkit.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
@@ -113,9 +114,10 @@ def _candidate(
 ) -> tuple[InstructorEncoder, str, bool]:
     """The encoder in the mode under test, how it was computed here, and whether that is the serving engine."""
     resolved = ResolvedPrecision(settings.precision, precision, "fidelity gate")
-    if precision is Precision.BF16 and settings.engine is EngineName.OPENVINO and not has_native_bf16(flags):
-        # OpenVINO would silently compute f32 here: torch bf16 stands in, and certifies nothing.
-        torch_settings = dataclasses.replace(settings, engine=EngineName.TORCH)
+    spec = engine_spec(settings.engine)
+    if precision is Precision.BF16 and spec.bf16_needs_native_cpu and not has_native_bf16(flags):
+        # The engine would silently compute f32 here: torch bf16 stands in, and certifies nothing.
+        torch_settings = dataclasses.replace(settings, engine=REFERENCE_ENGINE)
         encoder = InstructorEncoder.from_folder(source_dir, torch_settings, resolved=resolved)
         return encoder, "torch bf16 stand-in (this CPU has no native bf16; OpenVINO would compute f32 here)", False
     encoder = InstructorEncoder.from_folder(staged_dir, settings, resolved=resolved)
@@ -197,10 +199,14 @@ def measure_mode(
     )
 
 
-def reference_vectors(source_dir: Path, settings: HandlerSettings) -> FP32Reference:
-    """The fp32 vectors (torch, the reference), the model loaded once and dropped after."""
-    reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
-    encoder = InstructorEncoder.from_folder(source_dir, reference_settings)
+def reference_vectors(
+    source_dir: Path, settings: HandlerSettings, encoder: InstructorEncoder | None = None
+) -> FP32Reference:
+    """The fp32 vectors (torch, the reference): computed with ``encoder`` (the build's fp32 encoder)
+    when given, else with the model loaded here and dropped after."""
+    if encoder is None:
+        reference_settings = dataclasses.replace(settings, precision=Precision.FP32, engine=REFERENCE_ENGINE)
+        encoder = InstructorEncoder.from_folder(source_dir, reference_settings)
     return FP32Reference(encoder.encode(PROBE_PAIRS), *_encode_corpus(encoder, probe_corpus()))
 
 
@@ -245,7 +251,7 @@ def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] 
     if decided.precision is Precision.FP32:
         return None
     encoder = InstructorEncoder.from_folder(
-        model_dir, dataclasses.replace(settings, precision=Precision.FP32, engine=EngineName.TORCH)
+        model_dir, dataclasses.replace(settings, precision=Precision.FP32, engine=REFERENCE_ENGINE)
     )
     exact = encoder.encode(PROBE_PAIRS)
     to_bf16_in_place(encoder.engine.transformer)
@@ -253,7 +259,8 @@ def auto_hint(model_dir: Path, settings: HandlerSettings, flags: frozenset[str] 
     floor = MIN_COSINE[Precision.BF16]
     lowest = float(values.min())
     verdict = "passes the gate" if lowest >= floor else "below the gate's floor: keep fp32"
-    engine_note = "" if settings.engine is EngineName.TORCH else "; each OpenVINO worker measures its own at start"
+    computes_reference = engine_spec(settings.engine).computes_reference
+    engine_note = "" if computes_reference else f"; each {settings.engine.value} worker measures its own at start"
     return (
         f"{decided.reason}: PRECISION=auto would serve this model about 4x faster than fp32 (docs/benchmarks), "
         f"at min cosine {round(lowest, 6)} to fp32 on {len(values)} probe pairs (torch bf16, floor {floor}, "

@@ -4,7 +4,7 @@ Two requests choose:
 
 - ``int8`` on the OpenVINO engine tries its schemes: ``static`` (NNCF post-training quantization of
   weights and activations, calibrated at build, outlier layers kept in float:
-  :func:`toolkit.export.quantize_int8`), with NNCF's SmoothQuant default and with a milder one
+  :func:`handler.engines.openvino_export.quantize_int8`), with NNCF's SmoothQuant default and with a milder one
   (:data:`STATIC_SMOOTH_QUANT_ALPHA`), and ``dynamic`` with run-time activation groups of 128, 64
   and 32 (int8 weights from ``nncf.compress_weights`` INT8_ASYM, activations quantized per group by
   OpenVINO's CPU plugin; smaller groups follow outliers more closely and run slower). The fastest
@@ -29,11 +29,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from handler.engines import DYNAMIC_INT8, STATIC_INT8
+from handler.engines import DYNAMIC_INT8, STATIC_INT8, engine_spec
+from handler.engines.openvino_export import QuantizationReport
 from handler.precision import cpu_flags, has_native_bf16
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
-from toolkit.export import QuantizationReport
-from toolkit.fidelity_gate import SAFER_MODE, FidelityGateError, FidelityReport, measure_mode, reference_vectors
+from toolkit.fidelity_gate import (
+    SAFER_MODE,
+    FidelityGateError,
+    FidelityReport,
+    FP32Reference,
+    measure_mode,
+    reference_vectors,
+)
 
 DYNAMIC_GROUP_SIZES = (128, 64, 32)
 # A milder SmoothQuant than NNCF's transformer default (0.95): on real MiniLM and MPNet weights it lifts
@@ -47,7 +54,7 @@ class Candidate:
 
     ``smooth_quant_alpha`` (static int8 only) overrides NNCF's SmoothQuant strength (the builder tries
     NNCF's default and :data:`STATIC_SMOOTH_QUANT_ALPHA`); ``accuracy_control`` (static int8 only) runs
-    NNCF's ``quantize_with_accuracy_control`` (:class:`toolkit.export.CosineValidation`): a fidelity
+    NNCF's ``quantize_with_accuracy_control`` (:class:`handler.engines.openvino_export.CosineValidation`): a fidelity
     report trial.
     """
 
@@ -104,12 +111,12 @@ class Measured:
 def candidates_for(requested: str, engine: EngineName, flags: frozenset[str]) -> tuple[Candidate, ...]:
     """What ``requested`` (``int8`` on OpenVINO, or ``fastest``) tries with ``engine`` on a CPU with ``flags``."""
     bf16 = (Candidate(Precision.BF16),) if has_native_bf16(flags) else ()
-    if requested == Precision.INT8.value and engine is EngineName.OPENVINO:
-        return OPENVINO_INT8
-    if requested == FASTEST and engine is EngineName.OPENVINO:
-        return (Candidate(Precision.FP32), *bf16, *OPENVINO_INT8)
+    schemes = engine_spec(engine).int8_schemes
+    int8 = tuple(candidate for candidate in OPENVINO_INT8 if candidate.scheme in schemes)
+    if requested == Precision.INT8.value and int8:
+        return int8
     if requested == FASTEST:
-        return (Candidate(Precision.FP32), *bf16, Candidate(Precision.INT8))
+        return (Candidate(Precision.FP32), *bf16, *(int8 or (Candidate(Precision.INT8),)))
     raise ValueError(f"nothing to choose for precision {requested!r} on engine {engine.value}")
 
 
@@ -128,16 +135,18 @@ def choose_mode(
     force: bool,
     say: Callable[[str], None],
     flags: frozenset[str] | None = None,
+    exact: FP32Reference | None = None,
 ) -> tuple[Candidate, FidelityReport, dict[str, Any]]:
     """Prepare, gate and time each candidate; the staged model ends up holding the chosen one.
 
-    Returns the choice, its gate report and what the archive records about the choice.
+    Returns the choice, its gate report and what the archive records about the choice. ``exact``:
+    the fp32 vectors when the build already has them.
 
     Raises:
         FidelityGateError: no candidate clears its floor and ``force`` is off.
     """
     flags = cpu_flags() if flags is None else flags
-    exact = reference_vectors(model_dir, settings)
+    exact = reference_vectors(model_dir, settings) if exact is None else exact
     measured: list[Measured] = []
     prepared: Candidate | None = None
     float_layers: QuantizationReport | None = None

@@ -1,6 +1,6 @@
 """The OpenVINO engine: the encoder exported into the archive at build time, run on CPU.
 
-The worker only reads ``openvino/encoder.xml`` (written by :mod:`toolkit.export`); it never
+The worker only reads ``openvino/encoder.xml`` (written by :mod:`handler.engines.openvino_export`); it never
 exports. The precision is passed to OpenVINO explicitly: on a CPU with AMX or AVX512_BF16,
 OpenVINO computes in bf16 unless told ``f32``, so fp32 would silently not be exact. int8
 archives hold an NNCF-quantized model; its unquantized operations run in f32.
@@ -16,8 +16,8 @@ import numpy as np
 import openvino as ov
 import torch
 
-from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_ENGINE_CONFIG, OPENVINO_MODEL
-from handler.errors import EngineOutOfMemory, ModelConfigError
+from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_ENGINE_CONFIG, OPENVINO_MODEL, check_batch
+from handler.errors import EngineOutOfMemory, EngineStartError
 from handler.precision import cpu_flags, has_native_bf16
 from handler.settings import EngineName, Precision
 
@@ -43,7 +43,9 @@ class OpenVinoEngine:
 
         Raises:
             EngineOutOfMemory: the CPU plugin could not allocate what the batch needs.
+            EngineInputError: ids and mask are not one (rows, tokens) integer shape.
         """
+        check_batch(input_ids, attention_mask)
         inputs = {
             "input_ids": np.ascontiguousarray(input_ids.numpy(), dtype=np.int64),
             "attention_mask": np.ascontiguousarray(attention_mask.numpy(), dtype=np.int64),
@@ -78,7 +80,7 @@ def engine_config(model_root: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ModelConfigError(f"{path} is not valid JSON: {err}") from None
+        raise EngineStartError(f"{path} is not valid JSON: {err}") from None
 
 
 def compile_model(
@@ -107,13 +109,13 @@ def load(model_root: Path, precision: Precision, device: torch.device, threads: 
     """The OpenVINO engine for a model folder staged by the archive builder.
 
     Raises:
-        ModelConfigError: the folder holds no exported encoder, or the device is not the CPU.
+        EngineStartError: the folder holds no exported encoder, or the device is not the CPU.
     """
     if device.type != "cpu":
-        raise ModelConfigError(f"engine 'openvino' runs on CPU only, not {device}")
+        raise EngineStartError(f"engine 'openvino' runs on CPU only, not {device}")
     xml = model_path(model_root)
     if not xml.is_file():
-        raise ModelConfigError(
+        raise EngineStartError(
             f"{xml} is missing: engine 'openvino' needs the encoder exported at build time "
             "(build the archive with --engine openvino)"
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, T5EncoderModel
 
-from handler.errors import EngineOutOfMemory, ModelConfigError
+from handler.engines import check_batch
+from handler.errors import EngineOutOfMemory, EngineStartError
 from handler.int8 import quantize_linears
 from handler.precision import load_dtype
 from handler.settings import EngineName, Precision
@@ -55,7 +56,9 @@ class TorchEngine:
 
         Raises:
             EngineOutOfMemory: the device could not allocate what the batch needs.
+            EngineInputError: ids and mask are not one (rows, tokens) integer shape.
         """
+        check_batch(input_ids, attention_mask)
         with torch_out_of_memory():
             ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
             return self.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -65,7 +68,7 @@ def load_transformer(model_root: Path, dtype: torch.dtype = torch.float32) -> to
     """The folder's transformer (encoder only for T5) from local files, in ``dtype``.
 
     Raises:
-        ModelConfigError: transformers cannot load the folder.
+        EngineStartError: transformers cannot load the folder.
     """
     load_args = {"local_files_only": True}
     try:
@@ -75,7 +78,7 @@ def load_transformer(model_root: Path, dtype: torch.dtype = torch.float32) -> to
     except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as err:
         # Unreadable config, weights that do not fit the config, a truncated or non-torch
         # pytorch_model.bin (a git-lfs pointer): all say the folder is unusable.
-        raise ModelConfigError(f"{model_root}: cannot load the transformer: {err}") from err
+        raise EngineStartError(f"{model_root}: cannot load the transformer: {err}") from err
 
 
 def load(model_root: Path, precision: Precision, device: torch.device, threads: int | None = None) -> TorchEngine:

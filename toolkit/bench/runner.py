@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 
 from handler.cpus import cpu_share
 from handler.encoder import InstructorEncoder
+from handler.engines import engine_spec
 from handler.errors import ModelConfigError
 from handler.fidelity import read_fidelity
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, resolve
@@ -116,7 +117,7 @@ def settings_for(model: str, precision: Precision, engine: EngineName = EngineNa
 
 def variant_label(engine: EngineName, precision: Precision) -> str:
     """``fp32`` for torch (the labels of earlier results), ``openvino bf16`` for other engines."""
-    return precision.value if engine is EngineName.TORCH else f"{engine.value} {precision.value}"
+    return precision.value if engine_spec(engine).computes_reference else f"{engine.value} {precision.value}"
 
 
 def variants(options: BenchOptions) -> dict[str, tuple[EngineName, Precision]]:

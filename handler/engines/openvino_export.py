@@ -1,4 +1,4 @@
-"""Export the encoder for the OpenVINO engine at build time (workers never export).
+"""The OpenVINO engine's build-time half: export the encoder into the archive (workers never export).
 
 ``ov.convert_model`` traces the transformers module itself (T5 encoder or BERT) behind a
 two-input wrapper: ``input_ids`` and ``attention_mask``, both (batch, tokens) int64 with
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,9 +32,17 @@ import torch
 
 from handler.batching import plan_micro_batches
 from handler.encoder import InstructorEncoder, TokenizedRow
-from handler.engines import DYNAMIC_INT8, OPENVINO_DIR, OPENVINO_MODEL, STATIC_INT8
+from handler.engines import (
+    DYNAMIC_INT8,
+    OPENVINO_DIR,
+    OPENVINO_ENGINE_CONFIG,
+    OPENVINO_MODEL,
+    STATIC_INT8,
+    ExportInputs,
+    ExportMode,
+)
 from handler.engines.torch_engine import load_transformer
-from toolkit.probes import validation_pairs
+from handler.settings import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +122,14 @@ def padded_batches(rows: Sequence[TokenizedRow], pad_token_id: int) -> list[dict
     return batches
 
 
-def convert(model_dir: Path) -> tuple[object, torch.nn.Module]:
-    """The folder's transformer as an OpenVINO model (fp32, dynamic batch and sequence axes)."""
+def convert(model_dir: Path, transformer: torch.nn.Module | None = None) -> tuple[object, torch.nn.Module]:
+    """The folder's transformer as an OpenVINO model (fp32, dynamic batch and sequence axes).
+
+    ``transformer`` is the folder's fp32 transformer when the build already holds it (loaded here otherwise).
+    """
     import openvino as ov
 
-    transformer = load_transformer(model_dir)
+    transformer = load_transformer(model_dir) if transformer is None else transformer
     if getattr(transformer, "pooler", None) is not None:
         # BERT-style poolers feed no output of ours: without them every Linear is in the graph.
         transformer.pooler = None
@@ -193,7 +205,6 @@ class CosineValidation:
     def metric(self) -> Callable[[object, Iterable[int]], tuple[float, list[float]]]:
         """NNCF's ``validation_fn``: (min cosine, per-row cosines) of a compiled model on the given rows."""
         from handler.engines.openvino_engine import OpenVinoEngine
-        from handler.settings import Precision
 
         def validate(compiled: object, indices: Iterable[int]) -> tuple[float, list[float]]:
             chosen = list(indices)
@@ -231,7 +242,8 @@ def quantize_int8(
         raise ExportError(
             f"int8: layers chosen to stay in float (outlier ratio > {OUTLIER_RATIO}) are not in the OpenVINO graph "
             f"under their expected names: {[node_name(name) for name in missing]}; the converter may have renamed "
-            "its nodes (openvino upgraded?). Build with precision bf16 or fp32, or fix toolkit/export.py:node_name"
+            "its nodes (openvino upgraded?). Build with precision bf16 or fp32, or fix "
+            "handler/engines/openvino_export.py:node_name"
         )
     scope = nncf.IgnoredScope(names=[node_name(name) for name in ignored], validate=True)
     dataset = nncf.Dataset([{key: value.numpy() for key, value in batch.items()} for batch in batches])
@@ -271,10 +283,11 @@ def export_openvino(
     model_dir: Path,
     target_model_dir: Path,
     int8_calibration: Sequence[tuple[str, str]] | None,
-    reference: InstructorEncoder,
+    reference: InstructorEncoder | None,
     int8_scheme: str = STATIC_INT8,
     smooth_quant_alpha: float | None = None,
-    accuracy_control: bool = False,
+    validation: Sequence[tuple[str, str]] | None = None,
+    transformer: torch.nn.Module | None = None,
 ) -> QuantizationReport | None:
     """Write ``target_model_dir/openvino/encoder.xml`` (+ .bin) from the transformer in ``model_dir``.
 
@@ -283,21 +296,66 @@ def export_openvino(
     and instruction mode as the server); ``dynamic`` compresses the weights only
     (``nncf.compress_weights`` INT8_ASYM) and leaves the activations to OpenVINO's CPU plugin, which
     quantizes them per group at run time (:data:`handler.engines.OPENVINO_ENGINE_CONFIG` says the group).
+    With ``validation`` pairs static int8 runs NNCF's accuracy control on them (:class:`CosineValidation`).
+    ``reference`` (the fp32 torch encoder) is needed for int8 only; ``transformer``, when given, is
+    converted instead of loading the folder's again.
     """
     import openvino as ov
 
     with telemetry_off():
-        model, module = convert(model_dir)
+        model, module = convert(model_dir) if transformer is None else convert(model_dir, transformer)
         report = None
         if int8_calibration is not None and int8_scheme == DYNAMIC_INT8:
             import nncf
 
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         elif int8_calibration is not None:
+            if reference is None:
+                raise ValueError("static int8 calibrates through the fp32 reference encoder: pass it")
             batches = padded_batches(reference.tokenize(int8_calibration), reference.pad_token_id)
-            validation = CosineValidation.on_pairs(reference, validation_pairs()) if accuracy_control else None
-            model, report = quantize_int8(model, module, batches, smooth_quant_alpha, validation)
+            control = CosineValidation.on_pairs(reference, validation) if validation is not None else None
+            model, report = quantize_int8(model, module, batches, smooth_quant_alpha, control)
     target = target_model_dir / OPENVINO_DIR / OPENVINO_MODEL
     target.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(target), compress_to_fp16=False)
     return report
+
+
+def staged_form(mode: ExportMode) -> str:
+    """The export ``mode`` needs: f32 (fp32, bf16), static int8 per its NNCF options, or int8 weights."""
+    if mode.precision is Precision.INT8 and mode.scheme:
+        return f"{mode.scheme} {mode.smooth_quant_alpha} {mode.accuracy_control}"
+    return "f32 export"
+
+
+def export(model_dir: Path, staged_model: Path, mode: ExportMode, inputs: ExportInputs) -> QuantizationReport | None:
+    """Write the export ``mode`` needs into the staged model; returns what static int8 kept in float."""
+    int8 = mode.precision is Precision.INT8
+    reference = inputs.reference()
+    return export_openvino(
+        model_dir,
+        staged_model,
+        inputs.calibration if int8 else None,
+        reference if int8 else None,
+        mode.scheme or STATIC_INT8,
+        mode.smooth_quant_alpha,
+        inputs.validation if int8 and mode.accuracy_control else None,
+        transformer=fp32_transformer(reference),
+    )
+
+
+def fp32_transformer(reference: InstructorEncoder) -> torch.nn.Module:
+    """The transformers module inside the build's fp32 reference encoder (the torch engine's), to convert."""
+    transformer = getattr(reference.engine, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module) or reference.engine.precision is not Precision.FP32:
+        raise ValueError("the OpenVINO export converts the fp32 torch reference encoder's module")
+    return transformer
+
+
+def configure(staged_model: Path, mode: ExportMode) -> None:
+    """Tell the worker how to compile the export (nothing to say but for the dynamic int8 scheme)."""
+    path = staged_model / OPENVINO_DIR / OPENVINO_ENGINE_CONFIG
+    if mode.scheme != DYNAMIC_INT8:
+        path.unlink(missing_ok=True)
+        return
+    path.write_text(json.dumps({"int8_scheme": mode.scheme, "dynamic_quantization_group_size": mode.group}))

@@ -1,4 +1,4 @@
-"""Store a staged model's transformer weights in the serving dtype (bf16 archives).
+"""The torch engine's build-time half: the staged weights, stored in bf16 for bf16 archives.
 
 A worker that loads safetensors already in the dtype it computes in keeps them memory-mapped:
 no conversion at start-up, and every worker of the model shares the same page-cache pages.
@@ -12,6 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from handler.engines import ExportInputs, ExportMode
+from handler.precision import load_dtype
+from handler.settings import Precision
 
 BIN_WEIGHTS = "pytorch_model.bin"
 
@@ -56,3 +60,18 @@ def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         untied[name] = tensor.clone() if pointer in seen else tensor
         seen.add(pointer)
     return untied
+
+
+def staged_form(mode: ExportMode) -> str:
+    """The weights ``mode`` needs: the model's own, or stored in bf16."""
+    return "bf16 weights" if mode.precision is Precision.BF16 else "weights"
+
+
+def export(model_dir: Path, staged_model: Path, mode: ExportMode, inputs: ExportInputs) -> None:
+    """Store the staged weights in bf16 for bf16; every other mode serves the model's own files."""
+    if mode.precision is Precision.BF16:
+        store_transformer_weights(staged_model, load_dtype(Precision.BF16))
+
+
+def configure(staged_model: Path, mode: ExportMode) -> None:
+    """Nothing beyond the weights: the handler settings say the rest."""
