@@ -126,3 +126,7 @@ class EngineStartError(EngineError, ModelConfigError):
 
 class EngineInputError(EngineError):
     """A batch an engine cannot compute (ids and mask of different shapes, not integers): a caller's bug."""
+
+
+class ExportError(Exception):
+    """A build-time export could not keep a promise it makes (a layer chosen to stay in float is not in the graph)."""

@@ -27,6 +27,7 @@ from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
 from handler.model_files import max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
+from toolkit.errors import ToolkitError
 from toolkit.fidelity_gate import FidelityReport, FP32Reference, gated_precision, reference_vectors, run_gate
 from toolkit.mode_choice import Candidate, Preparer, choose_mode
 from toolkit.model_source import ModelSource
@@ -38,7 +39,7 @@ HANDLER_PACKAGE = REPO_ROOT / "handler"
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}
 
 
-class ArchiveError(Exception):
+class ArchiveError(ToolkitError):
     """The archive could not be built; the message says why."""
 
 

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from handler.engines.openvino_export import ExportError
-from handler.errors import ModelConfigError
-from handler.settings import FASTEST, EngineName, HandlerSettings, InstructionMode, Precision
+from handler.settings import FASTEST, HandlerSettings
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, ArchiveError, WorkerConfig, archive_for_source
-from toolkit.fidelity_gate import FidelityGateError, auto_hint
+from toolkit.archive import WorkerConfig, archive_for_source
+from toolkit.build_settings import add_arguments
+from toolkit.errors import ONE_LINE_ERRORS
+from toolkit.fidelity_gate import auto_hint
 from toolkit.management import (
     DEFAULT_INFERENCE_URL,
     DEFAULT_MANAGEMENT_URL,
@@ -27,22 +27,13 @@ from toolkit.management import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_ERRORS = (
-    ModelConfigError,
-    ArchiveError,
-    ManagementError,
-    model_source.ModelSourceError,
-    server.ServerError,
-    FidelityGateError,
-    ExportError,
-)
 
 
 def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         return main(args)
-    except EXPECTED_ERRORS as err:
+    except ONE_LINE_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -53,62 +44,28 @@ def _add_management_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="demo (default), tiny, a folder, or a hub id owner/name")
-    parser.add_argument("--revision", default=None, help="hub revision to pin (commit, tag, branch)")
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    add_arguments(parser, ("model", "revision", "models_dir"))
+
+
+ARCHIVE_ARGS = (
+    "name",
+    "instruction_mode",
+    "archive_format",
+    "export_dir",
+    "workers",
+    "batch_size",
+    "max_batch_delay",
+    "response_timeout",
+    "precision",
+    "engine",
+    "force",
+    "max_items",
+    "max_length",
+)
 
 
 def _add_archive_args(parser: argparse.ArgumentParser) -> None:
-    defaults = WorkerConfig()
-    parser.add_argument("--name", default="instructor", help="endpoint name: /predictions/NAME")
-    parser.add_argument(
-        "--instruction-mode",
-        choices=[mode.value for mode in InstructionMode],
-        default=None,
-        help="default: ignore for the demo, exclude (INSTRUCTOR) for every other model",
-    )
-    parser.add_argument(
-        "--format",
-        dest="archive_format",
-        choices=sorted(ARCHIVE_FORMATS),
-        default="default",
-        help="no-archive skips zipping, for multi-GB models",
-    )
-    parser.add_argument("--export-dir", type=Path, default=REPO_ROOT / "model_store")
-    parser.add_argument("--workers", type=int, default=defaults.max_workers, help="min and max workers")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
-    parser.add_argument(
-        "--response-timeout",
-        type=int,
-        default=defaults.response_timeout_s,
-        help="seconds (default: sized from the mode's speed measured at build, 120-600)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=[precision.value for precision in Precision] + [FASTEST],
-        default=Precision.FP32.value,
-        help="fp32 (exact), bf16 (GPUs, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) or "
-        "fastest (the fastest mode that passes the fidelity gate, measured at build on this machine)",
-    )
-    parser.add_argument(
-        "--engine",
-        choices=[engine.value for engine in EngineName],
-        default=EngineName.TORCH.value,
-        help="torch (GPUs, reference) or openvino (CPU; exported into the archive at build time)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="build even when the fidelity gate measures cosines below its floor"
-    )
-    parser.add_argument(
-        "--max-items", type=int, default=HandlerSettings.max_items_per_request, help="pairs per request before 413"
-    )
-    parser.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="tokens per input after truncation (default: the model's own max_seq_length, 512 for hkunlp models)",
-    )
+    add_arguments(parser, ARCHIVE_ARGS)
 
 
 def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:

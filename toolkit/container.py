@@ -6,24 +6,7 @@ read once in :meth:`ContainerSettings.from_env`. The archive is built at start a
 ``<archive>.build.json`` (model folder and its files, instruction mode, precision, workers, handler
 code); a restart with the same record reuses it, any difference rebuilds it and says what changed.
 
-| variable | default | meaning |
-|---|---|---|
-| MODEL | demo | demo, tiny, a folder (e.g. a mounted /models/x) or a hub id already in MODELS_DIR |
-| NAME | instructor | endpoint name |
-| INSTRUCTION_MODE | (per model) | exclude, include, ignore |
-| ARCHIVE_FORMAT | default | default, no-archive, tgz |
-| PRECISION | fp32 | fp32, bf16 (GPU, CPUs with AVX512_BF16/AMX), int8 (CPU), auto (decided per worker) |
-| ENGINE | torch | torch, openvino (CPU; the encoder is exported when the archive is built) |
-| WORKERS | 1 | workers per model |
-| MAX_LENGTH | (the model's own) | tokens per input after truncation (the model's max_seq_length: 512 for hkunlp) |
-| MODELS_DIR | /models | downloads and mounted models |
-| MODEL_STORE | /home/serve/model_store | where the archive is built |
-| WORKDIR | /home/serve/run | TorchServe's start directory (key_file.json), logs |
-| INFERENCE_ADDRESS | http://0.0.0.0:8080 | all interfaces: the container's published port |
-| MANAGEMENT_ADDRESS | http://127.0.0.1:8081 | loopback unless the user opts in |
-| METRICS_ADDRESS | http://0.0.0.0:8082 | for Prometheus scraping (no data, no key) |
-| GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT | 7070, 7071 | gRPC stays on loopback |
-| TOKEN_AUTHORIZATION | on | off only behind an authenticating gateway: every replica rotates its own keys |
+Every variable, its default and meaning: docs/configuration.md (from :mod:`toolkit.build_settings`).
 """
 
 from __future__ import annotations
@@ -38,12 +21,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from handler.engines.openvino_export import ExportError
-from handler.errors import ModelConfigError
-from handler.settings import FASTEST, EngineName, Precision
 from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, ArchiveError, WorkerConfig, archive_for_source
-from toolkit.fidelity_gate import FidelityGateError
+from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, WorkerConfig, archive_for_source
+from toolkit.build_settings import BY_NAME, check, parse_env
+from toolkit.errors import ONE_LINE_ERRORS
 from toolkit.model_source import ModelSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,51 +43,39 @@ RECORD_NAMES = {
 
 @dataclasses.dataclass(frozen=True)
 class ContainerSettings:
-    """The container's settings; see the module docstring for the variables."""
+    """The container's settings: :data:`toolkit.build_settings.SETTINGS` with their image defaults."""
 
-    model: str = "demo"
-    name: str = "instructor"
-    instruction_mode: str | None = None
-    archive_format: str = "default"
-    precision: str = "fp32"
-    engine: str = "torch"
-    workers: int = 1
-    max_length: int | None = None
-    models_dir: Path = Path("/models")
-    model_store: Path = Path("/home/serve/model_store")
-    workdir: Path = Path("/home/serve/run")
-    inference_address: str = "http://0.0.0.0:8080"
-    management_address: str = "http://127.0.0.1:8081"
-    metrics_address: str = "http://0.0.0.0:8082"
-    grpc_inference_port: int = 7070
-    grpc_management_port: int = 7071
-    token_authorization: str = "on"
+    model: str = BY_NAME["model"].in_image
+    name: str = BY_NAME["name"].in_image
+    instruction_mode: str | None = BY_NAME["instruction_mode"].in_image
+    archive_format: str = BY_NAME["archive_format"].in_image
+    precision: str = BY_NAME["precision"].in_image
+    engine: str = BY_NAME["engine"].in_image
+    workers: int = BY_NAME["workers"].in_image
+    max_length: int | None = BY_NAME["max_length"].in_image
+    models_dir: Path = BY_NAME["models_dir"].in_image
+    model_store: Path = BY_NAME["model_store"].in_image
+    workdir: Path = BY_NAME["workdir"].in_image
+    inference_address: str = BY_NAME["inference_address"].in_image
+    management_address: str = BY_NAME["management_address"].in_image
+    metrics_address: str = BY_NAME["metrics_address"].in_image
+    grpc_inference_port: int = BY_NAME["grpc_inference_port"].in_image
+    grpc_management_port: int = BY_NAME["grpc_management_port"].in_image
+    token_authorization: str = BY_NAME["token_authorization"].in_image
 
     def __post_init__(self) -> None:
-        precisions = [precision.value for precision in Precision] + [FASTEST]
-        if self.precision not in precisions:
-            raise ValueError(f"PRECISION must be one of {precisions}, got {self.precision!r}")
-        engines = [engine.value for engine in EngineName]
-        if self.engine not in engines:
-            raise ValueError(f"ENGINE must be one of {engines}, got {self.engine!r}")
-        if self.token_authorization not in ("on", "off"):
-            raise ValueError(f"TOKEN_AUTHORIZATION must be 'on' or 'off', got {self.token_authorization!r}")
+        for field in dataclasses.fields(self):
+            setting = BY_NAME[field.name]
+            check(setting, getattr(self, field.name), setting.env or field.name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ContainerSettings:
-        """Settings from environment variables; unset ones keep their defaults."""
-        values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(field.name.upper())
-            if raw is None or raw == "":
-                continue
-            if field.name in ("workers", "max_length", "grpc_inference_port", "grpc_management_port"):
-                values[field.name] = int(raw)
-            elif field.name in ("models_dir", "model_store", "workdir"):
-                values[field.name] = Path(raw)
-            else:
-                values[field.name] = raw
-        return cls(**values)
+        """Settings from environment variables; unset ones keep their defaults.
+
+        Raises:
+            SettingError (a ValueError): a variable's value is not one its setting takes.
+        """
+        return cls(**parse_env(env, [field.name for field in dataclasses.fields(cls)]))
 
     @property
     def layout(self) -> server.ServerLayout:
@@ -248,15 +217,6 @@ def main() -> int:
     """Entry point of the image."""
     try:
         return run(ContainerSettings.from_env(os.environ))
-    except (
-        model_source.ModelSourceError,
-        ModelConfigError,
-        ArchiveError,
-        FidelityGateError,
-        ExportError,
-        server.ServerError,
-        ValueError,
-        OSError,
-    ) as err:
+    except (*ONE_LINE_ERRORS, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1

@@ -31,6 +31,7 @@ from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVector
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
 from handler.settings import HandlerSettings, Precision
 from toolkit.bench.workload import make_pairs, token_counter
+from toolkit.errors import ToolkitError
 from toolkit.probes import PROBE_PAIRS
 from toolkit.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
 
@@ -42,7 +43,7 @@ FP32_FLOOR = 0.9999
 SAFER_MODE = {Precision.BF16: "fp32", Precision.INT8: "bf16 (on CPUs with AMX/AVX512_BF16) or fp32"}
 
 
-class FidelityGateError(Exception):
+class FidelityGateError(ToolkitError):
     """The archive's mode does not keep this model's vectors close enough to fp32."""
 
 

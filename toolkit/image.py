@@ -38,6 +38,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from toolkit.errors import ToolkitError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_BASE = "localhost/instructor-base:bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -55,7 +57,7 @@ PIP_STAGE = "deps"
 ULIMIT_CAP = 4096
 
 
-class ImageError(Exception):
+class ImageError(ToolkitError):
     """No engine, no base image, or a failed build; the message says what to do."""
 
 

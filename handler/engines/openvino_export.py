@@ -42,6 +42,7 @@ from handler.engines import (
     ExportMode,
 )
 from handler.engines.torch_engine import load_transformer
+from handler.errors import ExportError
 from handler.settings import Precision
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,6 @@ class HiddenStateEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-
-class ExportError(Exception):
-    """The export could not keep a promise it makes (a layer chosen to stay in float is not in the graph)."""
 
 
 @dataclasses.dataclass(frozen=True)

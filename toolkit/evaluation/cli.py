@@ -17,6 +17,7 @@ import numpy as np
 
 from instructor_client import InstructorClient
 from toolkit import server
+from toolkit.errors import ONE_LINE_ERRORS
 from toolkit.evaluation.beir_data import BeirDataset, load_beir
 from toolkit.evaluation.download import BEIR_BASE_URL, download_task
 from toolkit.evaluation.embedding import ServedEmbedder, VectorCache
@@ -33,7 +34,7 @@ from toolkit.evaluation.tasks import (
     resolve_instructions,
     task_info,
 )
-from toolkit.management import ManagementClient, ManagementError, TokenSession
+from toolkit.management import ManagementClient, TokenSession
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,6 +203,6 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except (EvaluationError, ManagementError, server.ServerError) as err:
+    except ONE_LINE_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

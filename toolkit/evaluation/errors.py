@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolkit.errors import ToolkitError
 
-class EvaluationError(Exception):
+
+class EvaluationError(ToolkitError):
     """Base class: the evaluation cannot go on."""
 
 
