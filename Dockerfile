@@ -2,7 +2,7 @@
 #   docker build -t instructor-serve .
 #   docker build -t instructor-serve:large --build-arg MODEL=hkunlp/instructor-large .   # model baked in
 #   docker build -t instructor-serve:cuda --build-arg DEVICE=cu128 .                     # CUDA build of torch
-# The entrypoint is toolkit/container.py, which the test suite runs outside Docker.
+# The entrypoint is toolkit/deploy/container.py, which the test suite runs outside Docker.
 
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 

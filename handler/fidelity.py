@@ -1,6 +1,6 @@
 """Fidelity in the archive and at worker start: a reduced mode runs only where it keeps the vectors.
 
-The builder's gate (:mod:`toolkit.fidelity_gate`) writes two files into the archive root:
+The builder's gate (:mod:`toolkit.build.fidelity_gate`) writes two files into the archive root:
 
 - ``fidelity.json``: its figures and verdict (shown in describe and the worker log);
 - ``fidelity-reference.json``: the probe pairs and their fp32 vectors (machine-independent to

@@ -44,7 +44,7 @@ class Precision(enum.StrEnum):
 
 
 # A build-time request, never in an archive: the builder measures every mode this machine serves and
-# writes the fastest that passes its fidelity gate (:mod:`toolkit.mode_choice`).
+# writes the fastest that passes its fidelity gate (:mod:`toolkit.build.mode_choice`).
 FASTEST = "fastest"
 
 

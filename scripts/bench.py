@@ -1,8 +1,11 @@
-"""make bench: the encoder's limit, an upstream-style baseline and our server, side by side."""
+"""make bench: the encoder's limit, an upstream-style baseline and our server, side by side.
+
+The same as ``python -m toolkit bench``.
+"""
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
 
-from toolkit.bench.cli import main
+from toolkit.commands import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("bench"))

@@ -1,8 +1,11 @@
-"""Build the image (make image): Docker where an engine answers, else podman with this machine's settings."""
+"""Build the image (make image): Docker where an engine answers, else podman with this machine's settings.
+
+The same as ``python -m toolkit image``.
+"""
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
 
-from toolkit.image_cli import main
+from toolkit.commands import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command("image"))

@@ -1,8 +1,11 @@
-"""Download a hub model (or build the tiny one) into ``models/`` and print its folder."""
+"""Download a hub model (or build the tiny one) into ``models/`` and print its folder.
+
+The same as ``python -m toolkit download``.
+"""
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
 
-from toolkit.cli import download_main
+from toolkit.commands import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(download_main())
+    raise SystemExit(run_command("download"))

@@ -1,8 +1,11 @@
-"""Stop the TorchServe that ``make serve`` started."""
+"""Stop the TorchServe that ``make serve`` started.
+
+The same as ``python -m toolkit stop``.
+"""
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
 
-from toolkit.cli import stop_main
+from toolkit.commands import run_command
 
 if __name__ == "__main__":
-    raise SystemExit(stop_main())
+    raise SystemExit(run_command("stop"))

@@ -1,15 +1,11 @@
-"""Validate deploy/ manifests offline: Kubernetes kinds with kubernetes-validate, KServe kinds with its CRD schema."""
+"""Validate deploy/ manifests offline: Kubernetes kinds with kubernetes-validate, KServe kinds with its CRD schema.
 
-import sys
-from pathlib import Path
+The same as ``python -m toolkit validate-manifests``.
+"""
 
 import _bootstrap  # noqa: F401  (repository root on sys.path)
 
-from toolkit.kserve import ManifestError, validate_files
+from toolkit.commands import run_command
 
 if __name__ == "__main__":
-    root = Path(__file__).resolve().parent.parent / "deploy"
-    try:
-        print(f"{validate_files(sorted(root.rglob('*.yaml')))} manifests valid")
-    except ManifestError as err:
-        sys.exit(f"error: {err}")
+    raise SystemExit(run_command("validate-manifests"))

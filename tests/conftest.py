@@ -2,7 +2,7 @@
 
 Tier check: a test that starts TorchServe must be marked ``integration`` (so
 ``-m "not integration"`` starts no server). Every start goes through a process launch, either
-``torchserve --start`` (``toolkit.server.start``) or a repository script that starts a server
+``torchserve --start`` (``toolkit.serve.server.start``) or a repository script that starts a server
 (``scripts/serve.py``, ``scripts/container_entrypoint.py``); while an unmarked test (or a
 fixture set up for it) runs, such a launch fails the test before anything starts.
 """
@@ -21,10 +21,10 @@ import pytest
 from handler.encoder import InstructorEncoder
 from handler.precision import CPU_FLAGS_ENV
 from handler.settings import HandlerSettings
-from toolkit import server
-from toolkit.archive import WorkerConfig, build_archive
-from toolkit.scratch_server import RunningServer, running_server
-from toolkit.tiny_model import build_test_model, inject_outliers
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.models.tiny_model import build_test_model, inject_outliers
+from toolkit.serve import server
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXCLUDE = HandlerSettings.from_mapping({"instruction_mode": "exclude"})

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from handler.pooling import PoolingMode
-from toolkit.archive import stage_model
+from toolkit.build.archive import stage_model
 
 
 def with_pooling(model_dir: Path, target: Path, mode: PoolingMode) -> Path:

@@ -18,7 +18,7 @@ from handler.engines.torch_export import store_transformer_weights
 from handler.errors import ModelConfigError
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE, NATIVE_BF16_FLAGS
-from toolkit.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
+from toolkit.build.archive import ArchiveError, WorkerConfig, build_archive, model_config_yaml, stage_model
 
 
 def test_mar_is_self_contained(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -151,7 +151,7 @@ def test_missing_archiver_is_an_archive_error(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Python whose bin folder lacks torch-model-archiver (not installed from requirements-serve.txt)."""
-    monkeypatch.setattr("toolkit.archive.sys.executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setattr("toolkit.build.archive.sys.executable", str(tmp_path / "bin" / "python"))
     with pytest.raises(ArchiveError, match="cannot run torch-model-archiver"):
         build_archive(tiny_model_dir, tmp_path / "store", EXCLUDE)
     assert list((tmp_path / "store").iterdir()) == []

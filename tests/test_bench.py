@@ -20,7 +20,6 @@ import torch
 from handler.encoder import InstructorEncoder
 from handler.settings import EngineName, Precision
 from tests.conftest import EXCLUDE, RunningServer, registered_model
-from toolkit.archive import WorkerConfig, build_archive
 from toolkit.bench import batching_sweep, overhead, report
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.cli import default_stem, write_results
@@ -28,7 +27,8 @@ from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load, vectors_in
 from toolkit.bench.runner import BenchOptions, link_into_store, run_benchmark
 from toolkit.bench.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
-from toolkit.reference import ReferenceInstructor
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.models.reference import ReferenceInstructor
 
 
 def count_words(text: str) -> int:

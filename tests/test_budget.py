@@ -30,9 +30,9 @@ from handler.encoder import InstructorEncoder
 from handler.errors import BatchFullError, TokenBudgetError
 from instructor_client import InstructorClient
 from tests.conftest import EXCLUDE
-from toolkit.archive import WorkerConfig, build_archive
-from toolkit.scratch_server import RunningServer, running_server
-from toolkit.tiny_model import build_test_model
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.models.tiny_model import build_test_model
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 # Short enough that the test's big request is over the budget on any machine this shape runs on.
 SERVED_RESPONSE_TIMEOUT_S = 20

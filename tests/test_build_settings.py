@@ -1,4 +1,4 @@
-"""Every build setting defined once (toolkit/build_settings.py): flags, image variables, the Makefile, the docs."""
+"""Every build setting defined once (toolkit/build/settings.py): flags, image variables, the Makefile, the docs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.build_settings import (
+from toolkit.build.settings import (
     BY_NAME,
     CONFIGURATION_PAGE,
     SETTINGS,
@@ -19,14 +19,14 @@ from toolkit.build_settings import (
     with_table,
 )
 from toolkit.cli import ARCHIVE_ARGS
-from toolkit.container import ContainerSettings
+from toolkit.deploy.container import ContainerSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_configuration_page_shows_the_settings_as_defined() -> None:
     page = CONFIGURATION_PAGE.read_text()
-    assert with_table(page) == page, "run: python -m toolkit.build_settings --write"
+    assert with_table(page) == page, "run: python -m toolkit.build.settings --write"
     assert all(f"`{setting.name}`" in markdown_table() for setting in SETTINGS)
 
 

@@ -13,8 +13,9 @@ import requests
 import yaml
 
 from tests.conftest import REPO_ROOT, write_test_config
-from toolkit import cli, server
-from toolkit.management import TokenKeys
+from toolkit import cli
+from toolkit.serve import server
+from toolkit.serve.management import TokenKeys
 
 pytestmark = pytest.mark.integration
 

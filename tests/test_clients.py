@@ -27,7 +27,7 @@ from instructor_client import (
 from instructor_client.client import request_body
 from tests.conftest import RunningServer, registered_model
 from tests.scripted_http import DROP, Answer, scripted_server
-from toolkit.archive import WorkerConfig, build_archive
+from toolkit.build.archive import WorkerConfig, build_archive
 
 DOCS = {
     "bread": "A beginner's guide to baking sourdough loaves in your own kitchen.",

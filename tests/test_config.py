@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from handler.settings import HandlerSettings
-from toolkit.server import read_properties, with_overrides
+from toolkit.serve.server import read_properties, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES = read_properties((REPO_ROOT / "config.properties").read_text())

@@ -1,4 +1,4 @@
-"""What the Docker image runs (toolkit/container.py), run here outside Docker, plus the Dockerfile lint."""
+"""What the Docker image runs (toolkit/deploy/container.py), run here outside Docker, plus the Dockerfile lint."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import requests
 from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from tests.conftest import REPO_ROOT
-from toolkit import server
-from toolkit.container import ContainerSettings, container_config, main, prepare, record_path
-from toolkit.healthcheck import check
-from toolkit.kserve import archive_model_config
-from toolkit.management import TokenKeys
+from toolkit.deploy.container import ContainerSettings, container_config, main, prepare, record_path
+from toolkit.deploy.healthcheck import check
+from toolkit.deploy.kserve import archive_model_config
+from toolkit.serve import server
+from toolkit.serve.management import TokenKeys
 
 
 def test_defaults_publish_inference_only() -> None:
@@ -208,7 +208,7 @@ def test_entrypoint_serves_then_stops_on_sigterm(tmp_path: Path, tiny_model_dir:
 def test_capacity_probe_text_reaches_the_token_target(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from toolkit.capacity import INSTRUCTION, probe_text
+    from toolkit.bench.capacity import INSTRUCTION, probe_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     text = probe_text(tiny_model_dir, 48)

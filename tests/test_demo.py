@@ -1,6 +1,6 @@
 """The demo as it ships (``make serve``'s archive of all-MiniLM-L6-v2), served end to end.
 
-Built the way ``make serve`` builds it (:func:`toolkit.archive.archive_for_source` on
+Built the way ``make serve`` builds it (:func:`toolkit.build.archive.archive_for_source` on
 ``MODEL=demo``, no setting given by hand), so what this tests is what a newcomer gets: vectors
 equal to ``SentenceTransformer(...).encode(normalize_embeddings=True)`` at every length, because
 the archive truncates where the model's own ``max_seq_length`` (256) says.
@@ -17,8 +17,8 @@ from sentence_transformers import SentenceTransformer
 
 from instructor_client import InstructorClient
 from tests.conftest import RunningServer, registered_model
-from toolkit import model_source
-from toolkit.archive import WorkerConfig, archive_for_source
+from toolkit.build.archive import WorkerConfig, archive_for_source
+from toolkit.models import model_source
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
 from tests.conftest import FULL_BATCHES
 from toolkit import cli
-from toolkit.archive import build_archive
-from toolkit.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint, run_gate
-from toolkit.probes import PROBE_PAIRS
-from toolkit.scratch_server import running_server
+from toolkit.build.archive import build_archive
+from toolkit.build.fidelity_gate import MIN_COSINE, FidelityGateError, auto_hint, run_gate
+from toolkit.build.probe_pairs import PROBE_PAIRS
+from toolkit.serve.scratch_server import running_server
 
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + list(PROBE_PAIRS)
 CPU = torch.device("cpu")

@@ -20,8 +20,7 @@ import pytest
 
 from handler.settings import HandlerSettings
 from instructor_client import AuthorizationError
-from toolkit import server
-from toolkit.archive import build_archive
+from toolkit.build.archive import build_archive
 from toolkit.evaluation.beir_data import document_text, load_beir
 from toolkit.evaluation.cli import evaluate_main, evaluate_model
 from toolkit.evaluation.download import download_task
@@ -32,6 +31,7 @@ from toolkit.evaluation.report import ModelResult, build_report, markdown, write
 from toolkit.evaluation.retrieval import normalized, run_of, top_k_cosine
 from toolkit.evaluation.served_model import ServedModel, read_archive
 from toolkit.evaluation.tasks import TaskInstructions, resolve_instructions, task_info
+from toolkit.serve import server
 
 FIXTURE = Path(__file__).parent / "data" / "beir_fixture"
 

@@ -21,11 +21,11 @@ from handler.pooling import PoolingMode
 from handler.settings import HandlerSettings
 from instructor_client import InstructorClient
 from tests.model_variants import with_pooling
-from toolkit.archive import WorkerConfig, build_archive
+from toolkit.build.archive import WorkerConfig, build_archive
 from toolkit.evaluation.beir_data import load_beir
 from toolkit.evaluation.cli import evaluate_main
 from toolkit.evaluation.metrics import score_run
-from toolkit.scratch_server import RunningServer, running_server
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 pytestmark = pytest.mark.integration
 

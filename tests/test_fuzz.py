@@ -150,7 +150,7 @@ def _has_surrogate(text: str) -> bool:
 @pytest.fixture(scope="module")
 def live_handler(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[InstructorHandler, Path]:
     from tests.conftest import BATCHING, EXCLUDE
-    from toolkit.archive import build_archive
+    from toolkit.build.archive import build_archive
 
     archive = build_archive(
         tiny_model_dir, tmp_path_factory.mktemp("fuzz"), EXCLUDE, BATCHING, archive_format="no-archive"

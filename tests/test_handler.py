@@ -14,7 +14,7 @@ from handler.cpus import cpu_share
 from handler.errors import ModelConfigError
 from handler.torchserve_handler import InstructorHandler, select_device
 from tests.conftest import BATCHING, EXCLUDE
-from toolkit.archive import build_archive
+from toolkit.build.archive import build_archive
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ import yaml
 from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE, REPO_ROOT
-from toolkit import model_source, server
-from toolkit.archive import build_archive
-from toolkit.image import (
+from toolkit.build.archive import build_archive
+from toolkit.deploy.image import (
     Engine,
     ImageError,
     build_image,
@@ -35,7 +34,9 @@ from toolkit.image import (
     find_engine,
     machine_pip_sources,
 )
-from toolkit.kserve import lay_out_storage
+from toolkit.deploy.kserve import lay_out_storage
+from toolkit.models import model_source
+from toolkit.serve import server
 
 # Containers run TorchServe: also `integration`, so `-m "not integration"` starts no server.
 pytestmark = [pytest.mark.container, pytest.mark.integration]

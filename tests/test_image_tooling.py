@@ -6,7 +6,7 @@ import configparser
 import resource
 from pathlib import Path
 
-from toolkit.image import Engine, base_containerfile, build_command, pip_sources, pip_volumes, ulimit_options
+from toolkit.deploy.image import Engine, base_containerfile, build_command, pip_sources, pip_volumes, ulimit_options
 
 PODMAN = Engine("podman", "/usr/bin/podman", ("--runtime", "/usr/sbin/runc"), ("--ulimit", "nofile=4096:4096"))
 

@@ -15,12 +15,12 @@ from handler.engines.openvino_export import ExportError
 from handler.fidelity import FIDELITY_FILE
 from handler.settings import HandlerSettings, Precision
 from tests.conftest import RunningServer, registered_model
-from toolkit import mode_choice
-from toolkit.archive import build_archive
-from toolkit.fidelity_gate import run_gate
-from toolkit.mode_choice import Candidate
-from toolkit.probes import PROBE_PAIRS, validation_pairs
-from toolkit.staging import preparer, stage_model
+from toolkit.build import mode_choice
+from toolkit.build.archive import build_archive
+from toolkit.build.fidelity_gate import run_gate
+from toolkit.build.mode_choice import Candidate
+from toolkit.build.probe_pairs import PROBE_PAIRS, validation_pairs
+from toolkit.build.staging import preparer, stage_model
 
 
 def int8(mode: str) -> HandlerSettings:

@@ -20,9 +20,9 @@ import requests
 from handler.encoder import InstructorEncoder
 from tests.cases import SCIENCE, TEXT, WIKI
 from tests.conftest import EXCLUDE, FULL_BATCHES, SERVED, RunningServer, registered_model
-from toolkit import server
-from toolkit.archive import WorkerConfig, build_archive
-from toolkit.management import ManagementError
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.serve import server
+from toolkit.serve.management import ManagementError
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import yaml
 
 from handler.encoder import InstructorEncoder
 from tests.conftest import EXCLUDE, FULL_BATCHES, REPO_ROOT
-from toolkit import server
-from toolkit.archive import build_archive
-from toolkit.kserve import ManifestError, lay_out_storage, validate_files, validate_manifest
+from toolkit.build.archive import build_archive
+from toolkit.deploy.kserve import ManifestError, lay_out_storage, validate_files, validate_manifest
+from toolkit.serve import server
 
 DEPLOY = REPO_ROOT / "deploy"
 # Batches of 4 with a delay no test waits for: requests sent 4 at a time always form full batches

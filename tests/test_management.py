@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.scripted_http import Answer, scripted_server
-from toolkit.management import ManagementClient, ManagementError, TokenSession
-from toolkit.server import free_port
+from toolkit.serve.management import ManagementClient, ManagementError, TokenSession
+from toolkit.serve.server import free_port
 
 KEYS = {"management": {"key": "m-key"}, "inference": {"key": "i-key"}, "API": {"key": "api-key"}}
 # What TorchServe 0.12 answers for a missing, wrong or expired key.

@@ -16,7 +16,7 @@ from handler.errors import ModelConfigError
 from handler.model_files import max_length_for, position_limit, read_layout
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
-from toolkit.archive import build_archive
+from toolkit.build.archive import build_archive
 
 IGNORE = HandlerSettings.from_mapping({"instruction_mode": "ignore"})
 

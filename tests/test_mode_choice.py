@@ -14,13 +14,13 @@ from handler.fidelity import FIDELITY_FILE
 from handler.precision import CPU_FLAGS_ENV
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
 from tests.conftest import RunningServer, registered_model
-from toolkit.archive import build_archive
 from toolkit.bench import fidelity_report
 from toolkit.bench.fidelity_report import targets
-from toolkit.fidelity_gate import FidelityReport
-from toolkit.mode_choice import OPENVINO_INT8, Candidate, Measured, candidates_for, fastest_passing
-from toolkit.probes import PROBE_PAIRS
-from toolkit.ranking import ndcg_against, probe_corpus, ranking_agreement
+from toolkit.build.archive import build_archive
+from toolkit.build.fidelity_gate import FidelityReport
+from toolkit.build.mode_choice import OPENVINO_INT8, Candidate, Measured, candidates_for, fastest_passing
+from toolkit.build.probe_pairs import PROBE_PAIRS
+from toolkit.build.ranking import ndcg_against, probe_corpus, ranking_agreement
 
 NO_BF16 = frozenset({"avx2", "avx512f"})
 BF16 = NO_BF16 | {"avx512_bf16"}

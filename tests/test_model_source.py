@@ -10,8 +10,8 @@ import httpx2
 import pytest
 
 from handler.settings import InstructionMode
-from toolkit import model_source
-from toolkit.model_source import ModelSourceError, resolve, select_hub_files
+from toolkit.models import model_source
+from toolkit.models.model_source import ModelSourceError, resolve, select_hub_files
 
 INSTRUCTOR_LARGE_FILES = [
     ".gitattributes",

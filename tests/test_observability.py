@@ -22,9 +22,9 @@ import torch
 from handler.encoder import InstructorEncoder
 from tests.conftest import BATCHING, RunningServer
 from tests.test_truncation import LONG, MAX_LENGTH, SHORT, SHORT_SETTINGS, TITLE
-from toolkit import server
-from toolkit.archive import build_archive
-from toolkit.prometheus import Samples, scrape, total
+from toolkit.build.archive import build_archive
+from toolkit.serve import server
+from toolkit.serve.prometheus import Samples, scrape, total
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from handler.engines.torch_engine import CPU_ALLOCATION_FAILURE
 from handler.errors import EngineOutOfMemory
 from handler.settings import HandlerSettings
 from tests.conftest import RunningServer, registered_model
-from toolkit.archive import WorkerConfig, build_archive
+from toolkit.build.archive import WorkerConfig, build_archive
 
 # Attention scores of 200k tokens: heads x 4e10 floats, far past any machine's memory; tokens well
 # within the token budget of a 600 s responseTimeout even on a loaded machine.

@@ -1,6 +1,6 @@
 """Parity with InstructorEmbedding 1.0.1's own code, on the tiny model and on instructor-base's shape.
 
-The reference (toolkit/reference.py) executes INSTRUCTOR_Transformer.tokenize / forward and
+The reference (toolkit/models/reference.py) executes INSTRUCTOR_Transformer.tokenize / forward and
 INSTRUCTOR_Pooling; nothing in it re-implements the semantics under test.
 """
 
@@ -18,7 +18,7 @@ from handler.encoder import InstructorEncoder
 from handler.settings import HandlerSettings
 from tests.cases import PARITY_CASES
 from tests.conftest import EXCLUDE
-from toolkit.reference import ReferenceInstructor
+from toolkit.models.reference import ReferenceInstructor
 
 pytestmark = pytest.mark.parity
 

@@ -17,7 +17,7 @@ from handler.pooling import PoolingMode, cls_pool, masked_max_pool, read_pooling
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
 from tests.model_variants import with_pooling
-from toolkit.archive import build_archive
+from toolkit.build.archive import build_archive
 
 INCLUDE = HandlerSettings.from_mapping({"instruction_mode": "include", "max_length": 256})
 TEXTS = [

@@ -19,8 +19,8 @@ from handler.int8 import Int8Linear
 from handler.settings import EngineName, HandlerSettings, Precision
 from tests.cases import PARITY_CASES
 from tests.conftest import NATIVE_BF16_FLAGS, RunningServer, registered_model
-from toolkit.archive import build_archive
-from toolkit.probes import PROBE_PAIRS
+from toolkit.build.archive import build_archive
+from toolkit.build.probe_pairs import PROBE_PAIRS
 
 PAIRS = [tuple(pair) for case in PARITY_CASES.values() for pair in case] + [
     ("Represent the question for retrieving answers:", "How do I bake sourdough bread at home?"),

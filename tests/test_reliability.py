@@ -29,9 +29,9 @@ from handler.errors import ServingError
 from handler.request_parsing import EmbeddingRequest, Protocol, parse_request
 from tests.bodies import answer_vectors, random_body
 from tests.conftest import EXCLUDE, REPO_ROOT, RunningServer, registered_model
-from toolkit import server
-from toolkit.archive import WorkerConfig, build_archive
-from toolkit.management import ManagementError
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.serve import server
+from toolkit.serve.management import ManagementError
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import yaml
 
 from handler.model_files import read_layout
 from tests.conftest import REPO_ROOT, write_test_config
-from toolkit.archive import WorkerConfig
-from toolkit.server import free_port
+from toolkit.build.archive import WorkerConfig
+from toolkit.serve.server import free_port
 
 SCRIPTS = REPO_ROOT / "scripts"
 PROJECT_PACKAGES = ("handler", "toolkit", "tests", "instructor_client")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_test_config
-from toolkit import server
+from toolkit.serve import server
 
 
 @pytest.mark.integration
@@ -66,7 +66,7 @@ def test_start_refuses_a_second_server_and_a_missing_launcher(tmp_path: Path, mo
     with pytest.raises(server.ServerError, match=f"already running from {tmp_path} \\(pid {os.getpid()}\\)"):
         server.start(layout)
     layout.pid_file.unlink()
-    monkeypatch.setattr("toolkit.server.sys.executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setattr("toolkit.serve.server.sys.executable", str(tmp_path / "bin" / "python"))
     with pytest.raises(server.ServerError, match="cannot run torchserve"):
         server.start(layout)
 

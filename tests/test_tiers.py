@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, starts_torchserve, write_test_config
-from toolkit import server
+from toolkit.serve import server
 
 
 def test_starting_torchserve_in_an_unmarked_test_fails_it(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from handler.torchserve_handler import InstructorHandler
 from handler.truncation import length_error
 from tests.conftest import BATCHING
 from tests.test_handler import make_context
-from toolkit.archive import build_archive
+from toolkit.build.archive import build_archive
 
 MAX_LENGTH = 48
 SHORT_SETTINGS = HandlerSettings.from_mapping({"instruction_mode": "exclude", "max_length": MAX_LENGTH})

@@ -23,8 +23,8 @@ from handler.settings import HandlerSettings, Precision
 from handler.torchserve_handler import InstructorHandler
 from tests.conftest import NATIVE_BF16_FLAGS
 from tests.test_handler import make_context
-from toolkit.archive import WorkerConfig, build_archive
-from toolkit.scratch_server import running_server
+from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.serve.scratch_server import running_server
 
 BF16_ENV = ",".join(sorted(NATIVE_BF16_FLAGS))
 NO_BF16_ENV = "avx2,avx512f"

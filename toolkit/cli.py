@@ -13,20 +13,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from handler.settings import FASTEST, HandlerSettings
-from toolkit import model_source, server
-from toolkit.archive import WorkerConfig, archive_for_source
-from toolkit.build_settings import add_arguments
+from toolkit import REPO_ROOT
+from toolkit.build.archive import WorkerConfig, archive_for_source
+from toolkit.build.fidelity_gate import auto_hint
+from toolkit.build.settings import add_arguments
 from toolkit.errors import ONE_LINE_ERRORS
-from toolkit.fidelity_gate import auto_hint
-from toolkit.management import (
+from toolkit.models import model_source
+from toolkit.serve import server
+from toolkit.serve.management import (
     DEFAULT_INFERENCE_URL,
     DEFAULT_MANAGEMENT_URL,
     ManagementClient,
     ManagementError,
     TokenKeys,
 )
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -134,7 +134,7 @@ class Engine(Protocol):
 
 
 class ExportMode(Protocol):
-    """The mode a build stages a model for (``toolkit.mode_choice.Candidate`` is one)."""
+    """The mode a build stages a model for (``toolkit.build.mode_choice.Candidate`` is one)."""
 
     precision: Precision
     scheme: str | None

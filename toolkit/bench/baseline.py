@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from toolkit.archive import run_archiver
-from toolkit.staging import stage_model
+from toolkit.build.archive import run_archiver
+from toolkit.build.staging import stage_model
 
 TOOLKIT = Path(__file__).resolve().parent.parent
 HANDLER_FILE = Path(__file__).resolve().parent / "baseline_handler.py"

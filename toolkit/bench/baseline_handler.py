@@ -7,7 +7,7 @@ archive runs it with batch_size 1, as the example must (it answers one result pe
 
 ``INSTRUCTOR.encode`` itself no longer runs on current sentence-transformers; the same code
 path (InstructorEmbedding's tokenize/forward/pooling, then Dense and Normalize) runs through
-``toolkit.reference``, which the parity tests hold equal to ``INSTRUCTOR.encode``. Models
+``toolkit.models.reference``, which the parity tests hold equal to ``INSTRUCTOR.encode``. Models
 served with instructions ignored (MiniLM) use ``SentenceTransformer.encode`` on the texts.
 """
 
@@ -33,7 +33,7 @@ class UpstreamStyleHandler(BaseHandler):
             model = SentenceTransformer(str(model_dir), device="cpu")
             self.encode = lambda pairs: model.encode([text for _, text in pairs], convert_to_tensor=True)
         else:
-            from toolkit.reference import ReferenceInstructor
+            from toolkit.models.reference import ReferenceInstructor
 
             self.encode = ReferenceInstructor(model_dir).encode
         self.initialized = True

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handler.settings import EngineName, Precision
+from toolkit import REPO_ROOT
 from toolkit.bench import report
 from toolkit.bench.runner import MODELS, BenchOptions, run_benchmark
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 FEATURE_NAMES = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512_vnni", "vnni"))
 
 

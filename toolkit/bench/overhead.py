@@ -27,8 +27,8 @@ from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load
 from toolkit.bench.runner import WARM_UP, served_name
 from toolkit.bench.workload import make_pairs, request_bodies, token_counter
-from toolkit.prometheus import scrape, total
-from toolkit.scratch_server import RunningServer, running_server
+from toolkit.serve.prometheus import scrape, total
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 HANDLER_SUMS = ("instructor_engine_seconds", "instructor_tokenize_seconds", "instructor_handle_seconds")
 

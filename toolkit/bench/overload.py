@@ -38,7 +38,7 @@ import requests
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, cpu_model
 from instructor_client import InstructorClient, InstructorError
 from toolkit.bench.load import run_load
-from toolkit.scratch_server import RunningServer, running_server
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 JOB_DEADLINE_S = 10.0
 CAPACITY_CLIENTS = 32

@@ -30,14 +30,14 @@ from handler.errors import ModelConfigError
 from handler.fidelity import read_fidelity
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, resolve
 from handler.settings import EngineName, HandlerSettings, Precision
-from toolkit.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import LoadResult, run_load
 from toolkit.bench.workload import WORKLOADS, Pair, make_pairs, request_bodies, token_counter
-from toolkit.management import ManagementError
-from toolkit.scratch_server import RunningServer, running_server
-from toolkit.tiny_model import build_test_model
+from toolkit.build.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
+from toolkit.models.tiny_model import build_test_model
+from toolkit.serve.management import ManagementError
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 MIB = 2**20
 # name -> (description, instruction mode, test-model shape or None for the packaged MiniLM)

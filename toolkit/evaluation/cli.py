@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from instructor_client import InstructorClient
-from toolkit import server
+from toolkit import REPO_ROOT
 from toolkit.errors import ONE_LINE_ERRORS
 from toolkit.evaluation.beir_data import BeirDataset, load_beir
 from toolkit.evaluation.download import BEIR_BASE_URL, download_task
@@ -34,9 +34,8 @@ from toolkit.evaluation.tasks import (
     resolve_instructions,
     task_info,
 )
-from toolkit.management import ManagementClient, TokenSession
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from toolkit.serve import server
+from toolkit.serve.management import ManagementClient, TokenSession
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from toolkit.evaluation.errors import ServedModelError
-from toolkit.management import ManagementClient, ManagementError
+from toolkit.serve.management import ManagementClient, ManagementError
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 MODEL_CONFIG = "model-config.yaml"

@@ -14,10 +14,9 @@ from typing import Any
 
 import requests
 
-from toolkit import server
-from toolkit.management import ManagementClient, TokenKeys
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from toolkit import REPO_ROOT
+from toolkit.serve import server
+from toolkit.serve.management import ManagementClient, TokenKeys
 
 
 @dataclasses.dataclass

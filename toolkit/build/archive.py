@@ -28,12 +28,12 @@ from handler.model_files import max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
 from toolkit.errors import ToolkitError
-from toolkit.fidelity_gate import FidelityReport, FP32Reference, gated_precision, reference_vectors, run_gate
-from toolkit.mode_choice import Candidate, Preparer, choose_mode
-from toolkit.model_source import ModelSource
-from toolkit.staging import fp32_reference_loader, preparer, stage_model
+from toolkit.build.fidelity_gate import FidelityReport, FP32Reference, gated_precision, reference_vectors, run_gate
+from toolkit.build.mode_choice import Candidate, Preparer, choose_mode
+from toolkit.models.model_source import ModelSource
+from toolkit.build.staging import fp32_reference_loader, preparer, stage_model
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from toolkit import REPO_ROOT
 HANDLER_PACKAGE = REPO_ROOT / "handler"
 # --archive-format value -> what torch-model-archiver writes into the export folder.
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}
@@ -143,7 +143,7 @@ def export(build: BuildContext) -> None:
     """Bring the staged model into the served mode: exported, calibrated (static int8) or re-stored.
 
     When the mode is chosen by measurement, every candidate is exported, gated and timed here
-    (:func:`toolkit.mode_choice.choose_mode`) and the staged model ends up holding the chosen one.
+    (:func:`toolkit.build.mode_choice.choose_mode`) and the staged model ends up holding the chosen one.
     """
     assert build.prepare is not None, "stage first"
     settings = build.settings
@@ -228,7 +228,7 @@ def archive_for_source(
     """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings.
 
     ``max_length`` None serves the model's own ``max_seq_length``; ``precision`` ``fastest`` is
-    chosen at build (:mod:`toolkit.mode_choice`).
+    chosen at build (:mod:`toolkit.build.mode_choice`).
     """
     choose_fastest = precision == FASTEST
     settings = HandlerSettings.from_mapping(
@@ -271,7 +271,7 @@ def build_archive(
     passes the gate) in place of the torch weights; engine ``torch`` with bf16 stores its weights in
     bf16. bf16, int8 and auto archives pass the fidelity gate first (``force`` builds below its
     floor). ``choose_fastest`` ignores ``settings.precision`` and serves the fastest mode that passes
-    its gate here (:mod:`toolkit.mode_choice`).
+    its gate here (:mod:`toolkit.build.mode_choice`).
     An unset ``settings.max_length`` is written as the model's own ``max_seq_length``; one above
     what the model's position embeddings allow is refused. ``say`` gets one line per build step
     worth telling the user.

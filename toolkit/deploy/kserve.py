@@ -7,10 +7,13 @@ the storage URI. The config comes from ``deploy/kserve/config.properties`` with 
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import shutil
+import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,10 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from toolkit import REPO_ROOT
 from toolkit.errors import ToolkitError
-from toolkit.server import with_overrides
+from toolkit.serve.server import with_overrides
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 KSERVE_DIR = REPO_ROOT / "deploy" / "kserve"
 # openAPIV3Schema of KServe's CRDs (v0.15.0, Apache-2.0), gzipped JSON: validation needs no network.
 CRD_SCHEMAS = {
@@ -112,3 +115,29 @@ def validate_files(paths: list[Path]) -> int:
                 validate_manifest(document, str(path))
                 count += 1
     return count
+
+
+def storage_main(argv: Sequence[str] | None = None) -> int:
+    """Lay out a KServe storage folder (config/config.properties, model-store/NAME.mar) from a built archive."""
+    parser = argparse.ArgumentParser(description=storage_main.__doc__)
+    parser.add_argument("--archive", type=Path, default=Path("model_store/instructor.mar"))
+    parser.add_argument("--name", default="instructor", help="model name KServe routes to")
+    parser.add_argument("storage", type=Path, help="folder to upload to the InferenceService storageUri")
+    args = parser.parse_args(argv)
+    try:
+        print(lay_out_storage(args.archive, args.storage, args.name))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def validate_main(argv: Sequence[str] | None = None) -> int:
+    """Validate every manifest under deploy/ offline (Kubernetes schemas and KServe's CRDs)."""
+    argparse.ArgumentParser(description=validate_main.__doc__).parse_args(argv)
+    try:
+        print(f"{validate_files(sorted((REPO_ROOT / 'deploy').rglob('*.yaml')))} manifests valid")
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

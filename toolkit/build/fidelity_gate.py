@@ -1,6 +1,6 @@
 """The build-time fidelity gate: a reduced-precision archive must keep the user's own vectors.
 
-For bf16, int8 and auto archives the builder encodes :data:`toolkit.probes.PROBE_PAIRS` with the
+For bf16, int8 and auto archives the builder encodes :data:`toolkit.build.probe_pairs.PROBE_PAIRS` with the
 model being archived, once in fp32 (torch, the reference) and once in the archive's mode
 through the archive's own engine and staged files, and refuses the archive when the lowest
 per-pair cosine falls below the floor: 0.999 for bf16 (and auto, which may run bf16), 0.99 for
@@ -32,8 +32,8 @@ from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, res
 from handler.settings import HandlerSettings, Precision
 from toolkit.bench.workload import make_pairs, token_counter
 from toolkit.errors import ToolkitError
-from toolkit.probes import PROBE_PAIRS
-from toolkit.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
+from toolkit.build.probe_pairs import PROBE_PAIRS
+from toolkit.build.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
 
 # Speed at build: the bench's workload (texts of 16-256 tokens), this many pairs in server-sized batches.
 THROUGHPUT_BATCH = 8
@@ -52,7 +52,7 @@ class FidelityReport:
     """One gate run: what was measured, how, and the verdict.
 
     ``passed`` is None when the serving engine could not be measured here (``verdict`` says so);
-    ``ranking`` is how the mode moves retrieval on the probe corpus (:mod:`toolkit.ranking`);
+    ``ranking`` is how the mode moves retrieval on the probe corpus (:mod:`toolkit.build.ranking`);
     ``build_tokens_per_s`` is the candidate's speed here on one full-length row
     (:func:`handler.budget.measure_rate`), ``build_sequences_per_s`` on texts of 16-256 tokens in batches
     of 8 (:func:`probe_throughput`); ``reference`` (the probe pairs' fp32 vectors) goes into the archive.

@@ -38,9 +38,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from toolkit import REPO_ROOT
 from toolkit.errors import ToolkitError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_BASE = "localhost/instructor-base:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"

@@ -133,7 +133,7 @@ def resolve(spec: str, models_dir: Path, revision: str | None = None, mode: str 
     if spec in ("", DEMO):
         source = _demo_source()
     elif spec == TINY:
-        from toolkit.tiny_model import build_test_model
+        from toolkit.models.tiny_model import build_test_model
 
         target = models_dir / TINY
         if not (target / "modules.json").is_file():

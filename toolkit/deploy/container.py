@@ -6,11 +6,12 @@ read once in :meth:`ContainerSettings.from_env`. The archive is built at start a
 ``<archive>.build.json`` (model folder and its files, instruction mode, precision, workers, handler
 code); a restart with the same record reuses it, any difference rebuilds it and says what changed.
 
-Every variable, its default and meaning: docs/configuration.md (from :mod:`toolkit.build_settings`).
+Every variable, its default and meaning: docs/configuration.md (from :mod:`toolkit.build.settings`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -18,16 +19,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from toolkit import model_source, server
-from toolkit.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, WorkerConfig, archive_for_source
-from toolkit.build_settings import BY_NAME, check, parse_env
+from toolkit import REPO_ROOT
+from toolkit.build.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, WorkerConfig, archive_for_source
+from toolkit.build.settings import BY_NAME, check, parse_env
 from toolkit.errors import ONE_LINE_ERRORS
-from toolkit.model_source import ModelSource
+from toolkit.models import model_source
+from toolkit.models.model_source import ModelSource
+from toolkit.serve import server
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Record keys, and how a difference in each is named to the user.
 RECORD_NAMES = {
     "model": "MODEL",
@@ -43,7 +45,7 @@ RECORD_NAMES = {
 
 @dataclasses.dataclass(frozen=True)
 class ContainerSettings:
-    """The container's settings: :data:`toolkit.build_settings.SETTINGS` with their image defaults."""
+    """The container's settings: :data:`toolkit.build.settings.SETTINGS` with their image defaults."""
 
     model: str = BY_NAME["model"].in_image
     name: str = BY_NAME["name"].in_image
@@ -213,8 +215,9 @@ def run(settings: ContainerSettings) -> int:
     return 0
 
 
-def main() -> int:
-    """Entry point of the image."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the image; its settings come from the environment (docs/configuration.md)."""
+    argparse.ArgumentParser(description=main.__doc__).parse_args(argv)
     try:
         return run(ContainerSettings.from_env(os.environ))
     except (*ONE_LINE_ERRORS, ValueError, OSError) as err:

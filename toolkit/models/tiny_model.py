@@ -12,9 +12,11 @@ no quality).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import sentencepiece
@@ -216,3 +218,13 @@ def inject_outliers(model_dir: str | Path, offset: float = 200.0) -> Path:
     save_file(state, str(dense_dir / "model.safetensors"))
     torch.save(state, dense_dir / "pytorch_model.bin")
     return model_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write an INSTRUCTOR-format test model (fixed-seed random weights, built offline) and print its folder."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("target", help="folder to write")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    args = parser.parse_args(argv)
+    print(build_test_model(args.target, args.shape))
+    return 0

@@ -6,7 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from toolkit.image import ImageError, build_image, choose_base, choose_torch_index, find_engine, machine_pip_sources
+from toolkit.deploy.image import (
+    ImageError,
+    build_image,
+    choose_base,
+    choose_torch_index,
+    find_engine,
+    machine_pip_sources,
+)
 
 
 def _build_arg(text: str) -> tuple[str, str]:

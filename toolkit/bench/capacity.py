@@ -8,8 +8,11 @@ probe for sizing; ``make bench`` (toolkit/bench) is the benchmark.
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,9 @@ from typing import Any
 import psutil
 
 from handler.settings import HandlerSettings
-from toolkit.archive import build_archive
-from toolkit.scratch_server import running_server
+from toolkit.build.archive import build_archive
+from toolkit.models.tiny_model import SHAPES, build_test_model
+from toolkit.serve.scratch_server import running_server
 
 PROBE_TEXT = (
     "Instruction-tuned embeddings let one model serve retrieval, clustering and classification by "
@@ -85,3 +89,20 @@ def measure_worker(
         "worker_pss_mib": round(info.pss / mib),
         "worker_shared_mib": round(info.shared / mib),
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Probe one worker (memory, load time, pairs/s) for a model shape (random weights) or folder; prints JSON."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="large")
+    parser.add_argument("--model", type=Path, default=None, help="a model folder instead of a random shape")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=48, help="tokens per pair, instruction included")
+    args = parser.parse_args(argv)
+    settings = HandlerSettings.from_mapping({"instruction_mode": "exclude"})
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or build_test_model(Path(scratch) / args.shape, args.shape)
+        result = measure_worker(model, settings, args.requests, args.concurrency, args.tokens)
+    print(json.dumps({"model": str(args.model or f"{args.shape} shape, random weights")} | result, indent=2))
+    return 0

@@ -22,7 +22,7 @@ import psutil
 import requests
 
 from toolkit.errors import ToolkitError
-from toolkit.management import ManagementClient, ManagementError, TokenKeys
+from toolkit.serve.management import ManagementClient, ManagementError, TokenKeys
 
 MIN_JAVA_MAJOR = 17
 

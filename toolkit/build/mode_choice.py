@@ -15,7 +15,7 @@ Two requests choose:
   clears its floor. fp32 always qualifies, so ``fastest`` never refuses. ``auto`` keeps its
   meaning (decided per worker, never int8).
 
-Speed is :func:`toolkit.fidelity_gate.probe_throughput`: the bench's workload (texts of 16-256 tokens)
+Speed is :func:`toolkit.build.fidelity_gate.probe_throughput`: the bench's workload (texts of 16-256 tokens)
 in batches of 8, best of five passes, on this machine; every candidate's figures and the reason for the choice go into
 ``fidelity.json`` (describe and the worker log show them). On real all-MiniLM-L6-v2 and
 all-mpnet-base-v2 weights static int8 fails the floor (0.928 / 0.957) and the dynamic scheme clears
@@ -33,7 +33,7 @@ from handler.engines import DYNAMIC_INT8, STATIC_INT8, engine_spec
 from handler.engines.openvino_export import QuantizationReport
 from handler.precision import cpu_flags, has_native_bf16
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
-from toolkit.fidelity_gate import (
+from toolkit.build.fidelity_gate import (
     SAFER_MODE,
     FidelityGateError,
     FidelityReport,

@@ -12,8 +12,8 @@ from handler.engines import REFERENCE_ENGINE, ExportInputs, engine_spec
 from handler.engines.openvino_export import QuantizationReport
 from handler.model_files import WEIGHT_FILES
 from handler.settings import HandlerSettings, Precision
-from toolkit.mode_choice import Candidate, Preparer
-from toolkit.probes import calibration_pairs, validation_pairs
+from toolkit.build.mode_choice import Candidate, Preparer
+from toolkit.build.probe_pairs import calibration_pairs, validation_pairs
 
 # Model files the server never reads: other frameworks' weights, docs, VCS metadata.
 SKIPPED_MODEL_FILES = (

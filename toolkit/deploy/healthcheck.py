@@ -7,13 +7,15 @@ key is renewed through the management API (loopback, inside the container) and r
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 import requests
 
-from toolkit.container import ContainerSettings
-from toolkit.management import ManagementError, TokenSession
+from toolkit.deploy.container import ContainerSettings
+from toolkit.serve.management import ManagementError, TokenSession
 
 
 def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -30,7 +32,9 @@ def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, st
     return response.status_code == 200, response.text.strip()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """The image's HEALTHCHECK: exit 0 when /ping answers 200 with the inference key."""
+    argparse.ArgumentParser(description=main.__doc__).parse_args(argv)
     healthy, message = check(ContainerSettings.from_env(os.environ))
     print(message)
     return 0 if healthy else 1

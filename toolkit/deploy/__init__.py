@@ -1,0 +1,1 @@
+"""Deploying: the image (build, entrypoint, healthcheck) and KServe storage and manifests."""

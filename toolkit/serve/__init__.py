@@ -1,0 +1,1 @@
+"""Running TorchServe: start and stop it, its Management API, its metrics, a scratch server for tests."""
