@@ -1,4 +1,4 @@
-"""make image's pieces that need no container engine: pip sources, command lines, limits."""
+"""make image's pieces that need no container tool: pip sources, command lines, limits."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import configparser
 import resource
 from pathlib import Path
 
-from toolkit.deploy.image import Engine, base_containerfile, build_command, pip_sources, pip_volumes, ulimit_options
+from toolkit.deploy.image import (
+    ContainerTool,
+    base_containerfile,
+    build_command,
+    pip_sources,
+    pip_volumes,
+    ulimit_options,
+)
 
-PODMAN = Engine("podman", "/usr/bin/podman", ("--runtime", "/usr/sbin/runc"), ("--ulimit", "nofile=4096:4096"))
+PODMAN = ContainerTool("podman", "/usr/bin/podman", ("--runtime", "/usr/sbin/runc"), ("--ulimit", "nofile=4096:4096"))
 
 
 def test_pip_sources_become_a_pip_conf_and_read_only_mounts(tmp_path: Path) -> None:
@@ -64,7 +71,7 @@ def test_podman_builds_in_docker_format_with_its_limits() -> None:
         "MODEL=demo",
         "/ctx",
     ]
-    docker = build_command(Engine("docker", "docker"), "t", {}, context=Path("/ctx"))
+    docker = build_command(ContainerTool("docker", "docker"), "t", {}, context=Path("/ctx"))
     assert docker == ["docker", "build", "-t", "t", "/ctx"]
 
 

@@ -58,12 +58,12 @@ ULIMIT_CAP = 4096
 
 
 class ImageError(ToolkitError):
-    """No engine, no base image, or a failed build; the message says what to do."""
+    """No docker or podman, no base image, or a failed build; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Engine:
-    """A container engine and the options this machine needs for it."""
+class ContainerTool:
+    """Docker or podman (the command line that drives a container engine) and the options this machine needs for it."""
 
     name: str
     executable: str
@@ -104,7 +104,7 @@ def ulimit_options() -> tuple[str, ...]:
     return tuple(options)
 
 
-def find_engine() -> Engine:
+def find_container_tool() -> ContainerTool:
     """Docker when its engine answers ``docker info``, else podman (with runc and explicit ulimits).
 
     Raises:
@@ -115,7 +115,7 @@ def find_engine() -> Engine:
     if docker:
         ok, why = _answers(docker)
         if ok:
-            return Engine("docker", docker)
+            return ContainerTool("docker", docker)
         reasons.append(f"docker: installed, but no engine answers ({why})")
     else:
         reasons.append("docker: not installed")
@@ -125,11 +125,11 @@ def find_engine() -> Engine:
         if ok:
             runc = shutil.which("runc")
             runtime = ("--runtime", runc) if runc else ()
-            return Engine("podman", podman, runtime, ulimit_options())
+            return ContainerTool("podman", podman, runtime, ulimit_options())
         reasons.append(f"podman: installed, but `podman info` fails ({why})")
     else:
         reasons.append("podman: not installed (Debian: apt-get install podman runc debootstrap)")
-    raise ImageError("no container engine: " + "; ".join(reasons))
+    raise ImageError("no container engine (docker or podman): " + "; ".join(reasons))
 
 
 def reachable(url: str, timeout_s: float = 5.0) -> bool:
@@ -231,16 +231,16 @@ def base_containerfile(minbase: str) -> str:
 
 
 def ensure_local_base(
-    engine: Engine, tag: str = LOCAL_BASE, rebuild: bool = False, log: io.TextIOBase | None = None
+    tool: ContainerTool, tag: str = LOCAL_BASE, rebuild: bool = False, log: io.TextIOBase | None = None
 ) -> str:
     """A Debian bookworm base with python3 made from Debian's packages; reused once made on this machine.
 
     Raises:
         ImageError: it must be made and this process is not root or has no debootstrap.
     """
-    if not rebuild and engine.image_exists(tag):
+    if not rebuild and tool.image_exists(tag):
         label = f'{{{{index .Config.Labels "{BASE_RECIPE_LABEL}"}}}}'
-        if engine.call("image", "inspect", "--format", label, tag).stdout.strip() == base_recipe():
+        if tool.call("image", "inspect", "--format", label, tag).stdout.strip() == base_recipe():
             return tag
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None or os.geteuid() != 0:
@@ -251,14 +251,14 @@ def ensure_local_base(
         rootfs = Path(scratch) / "rootfs"
         _stream([debootstrap, "--variant=minbase", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR], out)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        _stream(engine.command("import", "-", minbase), out, stdin=tar.stdout)
+        _stream(tool.command("import", "-", minbase), out, stdin=tar.stdout)
         if tar.wait() != 0:
             raise ImageError(f"tar of {rootfs} failed")
         (Path(scratch) / "Containerfile").write_text(base_containerfile(minbase))
         context = Path(scratch) / "context"
         context.mkdir()
-        build = ["build", *engine.limit_options, "-t", tag, "-f", str(Path(scratch) / "Containerfile"), str(context)]
-        _stream(engine.command(*build), out)
+        build = ["build", *tool.limit_options, "-t", tag, "-f", str(Path(scratch) / "Containerfile"), str(context)]
+        _stream(tool.command(*build), out)
     return tag
 
 
@@ -274,7 +274,7 @@ def _stream(command: Sequence[str], out: io.TextIOBase, stdin: object = None) ->
         raise ImageError(f"{' '.join(command[:4])} ... failed ({process.returncode}):\n{''.join(tail)}")
 
 
-def choose_base(engine: Engine, base: str, log: io.TextIOBase | None = None) -> str | None:
+def choose_base(tool: ContainerTool, base: str, log: io.TextIOBase | None = None) -> str | None:
     """The ``PYTHON_IMAGE`` build-arg: ``None`` keeps the Dockerfile's public base.
 
     ``auto``: the public base when the registry answers, else the local one; ``local``; ``public``;
@@ -283,7 +283,7 @@ def choose_base(engine: Engine, base: str, log: io.TextIOBase | None = None) -> 
     if base == "public" or (base == "auto" and reachable(PUBLIC_REGISTRY_PROBE)):
         return None
     if base in ("auto", "local"):
-        return ensure_local_base(engine, log=log)
+        return ensure_local_base(tool, log=log)
     return base
 
 
@@ -308,7 +308,7 @@ class BuildResult:
 
 
 def build_command(
-    engine: Engine,
+    tool: ContainerTool,
     tag: str,
     build_args: Mapping[str, str],
     pip_volumes: Sequence[str] = (),
@@ -316,15 +316,15 @@ def build_command(
     context: Path = REPO_ROOT,
 ) -> list[str]:
     """The ``build`` command line: docker format on podman (keeps HEALTHCHECK), limits, volumes, target."""
-    args = ["build", "-t", tag, *engine.limit_options]
-    if engine.name == "podman":
+    args = ["build", "-t", tag, *tool.limit_options]
+    if tool.name == "podman":
         args += ["--format", "docker"]
     args += [option for volume in pip_volumes for option in ("-v", volume)]
     if target is not None:
         args += ["--target", target]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
-    return engine.command(*args, str(context))
+    return tool.command(*args, str(context))
 
 
 def pip_volumes(pip: PipSources, pip_conf: Path) -> list[str]:
@@ -333,7 +333,7 @@ def pip_volumes(pip: PipSources, pip_conf: Path) -> list[str]:
 
 
 def build_image(
-    engine: Engine,
+    tool: ContainerTool,
     tag: str,
     build_args: Mapping[str, str],
     pip: PipSources | None = None,
@@ -347,18 +347,16 @@ def build_image(
     """
     out = log or sys.stdout
     started = time.monotonic()
-    if pip is not None and engine.name != "podman":
-        out.write(f"note: {engine.name} build takes no volumes; this machine's pip configuration is not used\n")
+    if pip is not None and tool.name != "podman":
+        out.write(f"note: {tool.name} build takes no volumes; this machine's pip configuration is not used\n")
     elif pip is not None:
         with tempfile.TemporaryDirectory(prefix="instructor-pip-") as scratch:
             pip_conf = Path(scratch) / "pip.conf"
             pip_conf.write_text(pip.config_text)
             pip_conf.chmod(0o644)
-            deps = build_command(
-                engine, f"{tag}-{PIP_STAGE}", build_args, pip_volumes(pip, pip_conf), PIP_STAGE, context
-            )
+            deps = build_command(tool, f"{tag}-{PIP_STAGE}", build_args, pip_volumes(pip, pip_conf), PIP_STAGE, context)
             _stream(deps, out)
-    _stream(build_command(engine, tag, build_args, context=context), out)
+    _stream(build_command(tool, tag, build_args, context=context), out)
     seconds = time.monotonic() - started
-    size = int(engine.call("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
+    size = int(tool.call("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
     return BuildResult(tag, seconds, size)

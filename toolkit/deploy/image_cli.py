@@ -1,4 +1,4 @@
-"""``make image``: pick the engine, the base and the torch index, pass the machine's pip sources, build."""
+"""``make image``: pick docker or podman, the base and the torch index, pass the machine's pip sources, build."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from toolkit.deploy.image import (
     build_image,
     choose_base,
     choose_torch_index,
-    find_engine,
+    find_container_tool,
     machine_pip_sources,
 )
 
@@ -43,19 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-arg", type=_build_arg, action="append", default=[], help="KEY=VALUE, e.g. MODEL=...")
     args = parser.parse_args(argv)
     try:
-        engine = find_engine()
+        tool = find_container_tool()
         build_args = dict(args.build_arg)
-        base = choose_base(engine, args.base)
+        base = choose_base(tool, args.base)
         if base is not None:
             build_args["PYTHON_IMAGE"] = base
         torch_index = choose_torch_index(args.torch_index)
         if torch_index is not None:
             build_args["TORCH_INDEX_URL"] = torch_index
         pip = None if args.no_pip_config else machine_pip_sources()
-        print(f"building {args.tag} with {engine.name}; build-args {build_args}", flush=True)
-        result = build_image(engine, args.tag, build_args, pip)
+        print(f"building {args.tag} with {tool.name}; build-args {build_args}", flush=True)
+        result = build_image(tool, args.tag, build_args, pip)
     except ImageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"built {result.tag}: {result.size_bytes / 1e9:.2f} GB in {result.seconds:.0f} s ({engine.name})")
+    print(f"built {result.tag}: {result.size_bytes / 1e9:.2f} GB in {result.seconds:.0f} s ({tool.name})")
     return 0
