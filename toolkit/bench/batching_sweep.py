@@ -32,11 +32,11 @@ from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, cpu_model
 from handler.settings import HandlerSettings
 from toolkit.bench.raw_engines import VARIANTS, rate
-from toolkit.bench.workload import make_pairs, token_counter
+from toolkit.build.workload import make_pairs, token_counter
 
 PADDING_PCTS = (0, 20, 40, 60, 100)
 ROWS = (8, 32)
-# name -> pairs in one server batch (see toolkit.bench.workload.WORKLOADS with batch_size 8)
+# name -> pairs in one server batch (see toolkit.build.workload.WORKLOADS with batch_size 8)
 BATCHES = {"8 single-pair requests": 8, "2 x 32-pair requests": 64}
 ROUNDS = 2
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from handler.encoder import InstructorEncoder
-from toolkit.bench.workload import Pair
+from toolkit.build.workload import Pair
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from handler.settings import HandlerSettings
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load
 from toolkit.bench.runner import WARM_UP, served_name
-from toolkit.bench.workload import make_pairs, request_bodies, token_counter
+from toolkit.build.workload import make_pairs, request_bodies, token_counter
 from toolkit.serve.prometheus import scrape, total
 from toolkit.serve.scratch_server import RunningServer, running_server
 

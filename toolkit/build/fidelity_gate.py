@@ -30,7 +30,7 @@ from handler.engines import REFERENCE_ENGINE, engine_spec
 from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVectors
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
 from handler.settings import HandlerSettings, Precision
-from toolkit.bench.workload import make_pairs, token_counter
+from toolkit.build.workload import make_pairs, token_counter
 from toolkit.errors import ToolkitError
 from toolkit.build.probe_pairs import PROBE_PAIRS
 from toolkit.build.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
@@ -220,7 +220,7 @@ def probe_throughput(encoder: InstructorEncoder, passes: int = 5) -> float:
     """Sequences per second on the bench's workload in batches of 8, best of ``passes``.
 
     48 pairs with an ~8-token instruction and texts of 16-256 tokens (log-uniform,
-    :func:`toolkit.bench.workload.make_pairs`): what a busy server's batches hold, the rate
+    :func:`toolkit.build.workload.make_pairs`): what a busy server's batches hold, the rate
     ``PRECISION=fastest`` and the int8 chooser compare. (Short texts alone ranked int8 above bf16 on
     real MiniLM where the served limit on this workload ranks them the other way.)
     """
