@@ -3,7 +3,7 @@
 Each worker writes ``[METRICS]`` lines that TorchServe's frontend turns into Prometheus series on
 the metrics port (``/metrics``); the frontend adds a ``Hostname`` label. config.properties sets
 ``model_metrics_auto_detect=true`` so these series need no entry in TorchServe's metrics YAML.
-Names, labels and meanings are listed in :data:`METRICS` (and in the README).
+Names, labels and meanings are listed in :data:`METRICS` (and in docs/metrics.md).
 """
 
 from __future__ import annotations

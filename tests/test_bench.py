@@ -26,8 +26,8 @@ from toolkit.bench.cli import default_stem, write_results
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import run_load, vectors_in
 from toolkit.bench.runner import BenchOptions, link_into_store, run_benchmark
-from toolkit.build.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
 from toolkit.build.archive import WorkerConfig, build_archive
+from toolkit.build.workload import WORKLOADS, make_pairs, request_bodies, token_lengths, words_for_tokens
 from toolkit.models.reference import ReferenceInstructor
 
 

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_configuration_page_shows_the_settings_as_defined() -> None:
     page = CONFIGURATION_PAGE.read_text()
-    assert with_table(page) == page, "run: python -m toolkit.build.settings --write"
+    assert with_table(page) == page, "run: python -m toolkit settings-table --write"
     assert all(f"`{setting.name}`" in markdown_table() for setting in SETTINGS)
 
 

@@ -33,8 +33,8 @@ from handler.settings import EngineName, HandlerSettings, Precision
 from toolkit.bench.baseline import build_baseline_archive
 from toolkit.bench.limit import measure_limit
 from toolkit.bench.load import LoadResult, run_load
-from toolkit.build.workload import WORKLOADS, Pair, make_pairs, request_bodies, token_counter
 from toolkit.build.archive import ARCHIVE_FORMATS, WorkerConfig, build_archive
+from toolkit.build.workload import WORKLOADS, Pair, make_pairs, request_bodies, token_counter
 from toolkit.models.tiny_model import build_test_model
 from toolkit.serve.management import ManagementError
 from toolkit.serve.scratch_server import RunningServer, running_server

@@ -27,13 +27,13 @@ from handler.fidelity import FIDELITY_FILE, REFERENCE_FILE
 from handler.model_files import max_length_for, read_layout
 from handler.pooling import check_instruction_mode
 from handler.settings import FASTEST, EngineName, HandlerSettings, Precision
-from toolkit.errors import ToolkitError
+from toolkit import REPO_ROOT
 from toolkit.build.fidelity_gate import FidelityReport, FP32Reference, gated_precision, reference_vectors, run_gate
 from toolkit.build.mode_choice import Candidate, Preparer, choose_mode
-from toolkit.models.model_source import ModelSource
 from toolkit.build.staging import fp32_reference_loader, preparer, stage_model
+from toolkit.errors import ToolkitError
+from toolkit.models.model_source import ModelSource
 
-from toolkit import REPO_ROOT
 HANDLER_PACKAGE = REPO_ROOT / "handler"
 # --archive-format value -> what torch-model-archiver writes into the export folder.
 ARCHIVE_FORMATS = {"default": "{name}.mar", "no-archive": "{name}", "tgz": "{name}.tar.gz"}

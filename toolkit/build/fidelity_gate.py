@@ -30,10 +30,10 @@ from handler.engines import REFERENCE_ENGINE, engine_spec
 from handler.fidelity import MIN_COSINE, NOT_MEASURED_ON_ENGINE, ReferenceVectors
 from handler.precision import ResolvedPrecision, cpu_flags, has_native_bf16, resolve
 from handler.settings import HandlerSettings, Precision
-from toolkit.build.workload import make_pairs, token_counter
-from toolkit.errors import ToolkitError
 from toolkit.build.probe_pairs import PROBE_PAIRS
 from toolkit.build.ranking import ProbeCorpus, RankingFigures, probe_corpus, ranking_agreement
+from toolkit.build.workload import make_pairs, token_counter
+from toolkit.errors import ToolkitError
 
 # Speed at build: the bench's workload (texts of 16-256 tokens), this many pairs in server-sized batches.
 THROUGHPUT_BATCH = 8

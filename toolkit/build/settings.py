@@ -5,9 +5,9 @@ Each :class:`Setting` carries its type, default, help text and the names it goes
 variable (``toolkit/deploy/container.py``) and the ``make`` variable. From these definitions come the
 argparse arguments (:func:`add_arguments`), the image's parsing and validation
 (:func:`parse_env`, :func:`check`: a :class:`toolkit.errors.SettingError` naming the variable) and
-the configuration table of docs/configuration.md (:func:`markdown_table`; ``python -m
-toolkit.build.settings --write`` rewrites it there, a test keeps the page equal to it). The Makefile passes its
-variables on as these flags; a test checks that each one it names exists with the same default.
+the configuration table of docs/configuration.md (:func:`markdown_table`; ``python -m toolkit
+settings-table --write`` rewrites it there, a test keeps the page equal to it). The Makefile passes
+its variables on as these flags; a test checks that each one it names exists with the same default.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from handler.settings import FASTEST, EngineName, HandlerSettings, InstructionMode, Precision
+from toolkit import REPO_ROOT
 from toolkit.build.archive import ARCHIVE_FORMATS
 from toolkit.errors import SettingError
 
-from toolkit import REPO_ROOT
 NOT_SET = object()
 
 
