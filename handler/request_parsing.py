@@ -33,8 +33,8 @@ V2_INPUT_NAME = "pairs"
 NATIVE_FIELDS = ("inputs", "truncate", "return_token_counts")
 
 
-class Protocol(enum.StrEnum):
-    """The body formats the endpoint speaks; the answer uses the request's own."""
+class WireFormat(enum.StrEnum):
+    """The body format a request was sent in (native, KServe v1/v2, OpenAI); the answer uses the same."""
 
     NATIVE = "native"
     KSERVE_V1 = "kserve-v1"
@@ -48,7 +48,7 @@ class EmbeddingRequest:
 
     pairs: tuple[tuple[str, str], ...]
     single: bool
-    protocol: Protocol = Protocol.NATIVE
+    protocol: WireFormat = WireFormat.NATIVE
     request_id: str | None = None
     options: tuple[tuple[str, str], ...] = ()
     truncate: bool = True
@@ -208,7 +208,7 @@ def _parse_kserve_v1(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     _check_count(len(instances), "instances", max_items)
     truncate = _kserve_truncate(body)
     pairs = tuple(_parse_pair(item, f"instances[{index}]") for index, item in enumerate(instances))
-    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.KSERVE_V1, truncate=truncate)
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=WireFormat.KSERVE_V1, truncate=truncate)
 
 
 def _v2_tensor_rows(tensor: Any, max_items: int) -> list[Any]:
@@ -247,7 +247,7 @@ def _parse_kserve_v2(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     rows = _v2_tensor_rows(inputs[0], max_items)
     pairs = tuple(_parse_pair(row, f"inputs[0].data[{index}]") for index, row in enumerate(rows))
     return EmbeddingRequest(
-        pairs=pairs, single=False, protocol=Protocol.KSERVE_V2, request_id=request_id, truncate=truncate
+        pairs=pairs, single=False, protocol=WireFormat.KSERVE_V2, request_id=request_id, truncate=truncate
     )
 
 
@@ -283,32 +283,32 @@ def _parse_openai(body: dict[str, Any], max_items: int) -> EmbeddingRequest:
     )
     options = (("encoding_format", encoding), ("model", model))
     truncate = _optional_bool(body, "truncate", "truncate", True)
-    return EmbeddingRequest(pairs=pairs, single=False, protocol=Protocol.OPENAI, options=options, truncate=truncate)
+    return EmbeddingRequest(pairs=pairs, single=False, protocol=WireFormat.OPENAI, options=options, truncate=truncate)
 
 
-def _protocol_of(body: dict[str, Any]) -> Protocol:
+def _protocol_of(body: dict[str, Any]) -> WireFormat:
     if "input" in body and "inputs" not in body:
-        return Protocol.OPENAI
+        return WireFormat.OPENAI
     if "instances" in body:
-        return Protocol.KSERVE_V1
+        return WireFormat.KSERVE_V1
     inputs = body.get("inputs")
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
-        return Protocol.KSERVE_V2
-    return Protocol.NATIVE
+        return WireFormat.KSERVE_V2
+    return WireFormat.NATIVE
 
 
 PAIR_FIELDS = {
-    Protocol.NATIVE: "inputs[{index}]",
-    Protocol.KSERVE_V1: "instances[{index}]",
-    Protocol.KSERVE_V2: "inputs[0].data[{index}]",
-    Protocol.OPENAI: "input[{index}]",
+    WireFormat.NATIVE: "inputs[{index}]",
+    WireFormat.KSERVE_V1: "instances[{index}]",
+    WireFormat.KSERVE_V2: "inputs[0].data[{index}]",
+    WireFormat.OPENAI: "input[{index}]",
 }
 
 PARSERS = {
-    Protocol.NATIVE: _parse_native,
-    Protocol.KSERVE_V1: _parse_kserve_v1,
-    Protocol.KSERVE_V2: _parse_kserve_v2,
-    Protocol.OPENAI: _parse_openai,
+    WireFormat.NATIVE: _parse_native,
+    WireFormat.KSERVE_V1: _parse_kserve_v1,
+    WireFormat.KSERVE_V2: _parse_kserve_v2,
+    WireFormat.OPENAI: _parse_openai,
 }
 
 

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from handler.request_parsing import EmbeddingRequest, Protocol
+from handler.request_parsing import EmbeddingRequest, WireFormat
 
 V2_OUTPUT_NAME = "embedding"
 
@@ -76,10 +76,10 @@ def _kserve_v2(request: EmbeddingRequest, vectors: list[list[float]], model_name
 
 
 FORMATTERS = {
-    Protocol.NATIVE: _native,
-    Protocol.KSERVE_V1: _kserve_v1,
-    Protocol.KSERVE_V2: _kserve_v2,
-    Protocol.OPENAI: _openai,
+    WireFormat.NATIVE: _native,
+    WireFormat.KSERVE_V1: _kserve_v1,
+    WireFormat.KSERVE_V2: _kserve_v2,
+    WireFormat.OPENAI: _openai,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from handler.request_parsing import EmbeddingRequest, Protocol
+from handler.request_parsing import EmbeddingRequest, WireFormat
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 JSON_VALUES = st.recursive(
@@ -91,14 +91,14 @@ WRONG_VALUES = (None, 0, -1, 1, 2.5, True, "", " ", "x", [], {}, [[]], [["a"]], 
 BODY_FORMS = ("valid", "structural", "bytes")
 
 
-def protocol_body(protocol: Protocol, pairs: Sequence[Pair], rng: random.Random) -> dict[str, Any]:
+def protocol_body(protocol: WireFormat, pairs: Sequence[Pair], rng: random.Random) -> dict[str, Any]:
     """A valid body of ``protocol`` carrying ``pairs`` (OpenAI: the first pair's instruction for all texts)."""
     rows = [list(pair) for pair in pairs]
-    if protocol is Protocol.NATIVE:
+    if protocol is WireFormat.NATIVE:
         return {"inputs": rows[0] if len(rows) == 1 and rng.random() < 0.5 else rows}
-    if protocol is Protocol.KSERVE_V1:
+    if protocol is WireFormat.KSERVE_V1:
         return {"instances": rows} | ({"parameters": {}} if rng.random() < 0.2 else {})
-    if protocol is Protocol.KSERVE_V2:
+    if protocol is WireFormat.KSERVE_V2:
         data = rows if rng.random() < 0.5 else [value for row in rows for value in row]
         tensor = {"name": "pairs", "shape": [len(rows), 2], "datatype": "BYTES", "data": data}
         return {"inputs": [tensor]} | ({"id": f"req-{rng.randrange(1000)}"} if rng.random() < 0.5 else {})
@@ -113,9 +113,9 @@ def protocol_body(protocol: Protocol, pairs: Sequence[Pair], rng: random.Random)
     return body
 
 
-def expected_pairs(protocol: Protocol, pairs: Sequence[Pair]) -> tuple[Pair, ...]:
+def expected_pairs(protocol: WireFormat, pairs: Sequence[Pair]) -> tuple[Pair, ...]:
     """The pairs :func:`protocol_body` puts in a body (OpenAI shares the first instruction)."""
-    if protocol is Protocol.OPENAI:
+    if protocol is WireFormat.OPENAI:
         return tuple((pairs[0][0], text) for _, text in pairs)
     return tuple(pairs)
 
@@ -146,7 +146,7 @@ def mutate_structure(value: Any, rng: random.Random) -> Any:
     return value
 
 
-def shaped_protocol_body(protocol: Protocol, pairs: Sequence[Pair], form: str, rng: random.Random) -> object:
+def shaped_protocol_body(protocol: WireFormat, pairs: Sequence[Pair], form: str, rng: random.Random) -> object:
     """A body of ``protocol``: valid, changed structurally, or mutated as JSON bytes (``form``)."""
     body = protocol_body(protocol, pairs, rng)
     if form == "structural":
@@ -158,18 +158,18 @@ def shaped_protocol_body(protocol: Protocol, pairs: Sequence[Pair], form: str, r
 
 # A seeded generator, not hypothesis' own random: what a test draws from it may depend on the turn.
 SEEDED_RANDOM = st.integers(0, 2**32).map(random.Random)
-PROTOCOL_CASES = st.tuples(st.sampled_from(list(Protocol)), VALID_PAIRS, st.sampled_from(BODY_FORMS), SEEDED_RANDOM)
+PROTOCOL_CASES = st.tuples(st.sampled_from(list(WireFormat)), VALID_PAIRS, st.sampled_from(BODY_FORMS), SEEDED_RANDOM)
 # Pairs and a generator for a body whose protocol and form the test picks in turn (even coverage).
 PAIRS_AND_RANDOM = st.tuples(VALID_PAIRS, SEEDED_RANDOM)
 
 
 def answer_vectors(request: EmbeddingRequest, answer: Any) -> list[list[float]]:
     """The vectors in an answer body, whatever the request's protocol (base64 decoded)."""
-    if request.protocol is Protocol.NATIVE:
+    if request.protocol is WireFormat.NATIVE:
         return [answer] if request.single else answer
-    if request.protocol is Protocol.KSERVE_V1:
+    if request.protocol is WireFormat.KSERVE_V1:
         return answer["predictions"]
-    if request.protocol is Protocol.KSERVE_V2:
+    if request.protocol is WireFormat.KSERVE_V2:
         (output,) = answer["outputs"]
         rows, dim = output["shape"]
         return [output["data"][row * dim : (row + 1) * dim] for row in range(rows)]
@@ -181,7 +181,7 @@ def answer_vectors(request: EmbeddingRequest, answer: Any) -> list[list[float]]:
 
 def random_protocol_body(rng: random.Random) -> bytes:
     """One body of a random protocol for a live run: valid, changed structurally or byte-mutated."""
-    protocol = rng.choice(list(Protocol))
+    protocol = rng.choice(list(WireFormat))
     instruction = rng.choice(["", "a", "Represent the title:"])
     pairs = [(instruction, rng.choice(["text", "Café 北京", "x y z"])) for _ in range(rng.randint(1, 3))]
     body = shaped_protocol_body(protocol, pairs, rng.choice(BODY_FORMS), rng)

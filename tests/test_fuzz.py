@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handler.errors import ServingError
-from handler.request_parsing import EmbeddingRequest, Protocol, parse_request
+from handler.request_parsing import EmbeddingRequest, WireFormat, parse_request
 from handler.torchserve_handler import InstructorHandler
 from tests.bodies import (
     BODY_FORMS,
@@ -41,7 +41,7 @@ from tests.bodies import (
 from tests.test_handler import make_context
 
 LIMIT = 128
-PROTOCOL_ORDER = list(Protocol)
+PROTOCOL_ORDER = list(WireFormat)
 DOCUMENTED_4XX = {400, 413, 415}
 
 
@@ -111,8 +111,8 @@ def test_every_protocol_is_fuzzed_past_its_first_check() -> None:
     The refusals of each protocol's changed bodies must come from many different checks (distinct
     messages, numbers and quoted values stripped), not from one check at the door.
     """
-    reached: Counter[tuple[Protocol, str]] = Counter()
-    refusals: dict[Protocol, set[str]] = {protocol: set() for protocol in Protocol}
+    reached: Counter[tuple[WireFormat, str]] = Counter()
+    refusals: dict[WireFormat, set[str]] = {protocol: set() for protocol in WireFormat}
 
     turns = Counter()
 
@@ -137,7 +137,7 @@ def test_every_protocol_is_fuzzed_past_its_first_check() -> None:
             refusals[protocol].add(re.sub(r"\d+|'[^']*'|\[[^]]*\]", "_", raised.value.message))
 
     assert run_counted(2000, PAIRS_AND_RANDOM, check) >= 2000
-    for protocol in Protocol:
+    for protocol in WireFormat:
         # 167 valid bodies each; only those with a lone surrogate may be refused.
         assert reached[protocol, "valid"] >= 150, (protocol, reached)
         assert len(refusals[protocol]) >= 10, (protocol, refusals[protocol])
@@ -167,7 +167,7 @@ def test_handler_answers_every_request_of_a_batch(live_handler: tuple[Instructor
     requests of each protocol that reached the encoder are counted and asserted.
     """
     handler, archive = live_handler
-    encoded: Counter[Protocol] = Counter()
+    encoded: Counter[WireFormat] = Counter()
     turns = Counter()
 
     def check(case: tuple[list[object], tuple[list[tuple[str, str]], random.Random]]) -> None:
@@ -194,5 +194,5 @@ def test_handler_answers_every_request_of_a_batch(live_handler: tuple[Instructor
     protocol_items = st.tuples(PROTOCOL_CASES).map(lambda case: shaped_protocol_body(*case[0]))
     generated = st.lists(VALID_PAIRS | SHAPED_BODIES | protocol_items, max_size=4)
     assert run_counted(300, st.tuples(generated, PAIRS_AND_RANDOM), check) >= 300
-    for protocol in Protocol:
+    for protocol in WireFormat:
         assert encoded[protocol] >= 60, encoded

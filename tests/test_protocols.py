@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handler.errors import InvalidInputError, TooManyInputsError
-from handler.request_parsing import EmbeddingRequest, Protocol, parse_request
+from handler.request_parsing import EmbeddingRequest, WireFormat, parse_request
 from handler.responses import TokenUsage, success_body
 
 PAIRS = (("Represent the title:", "Hello"), ("", "World"))
@@ -18,14 +18,14 @@ def v2(data: object, shape: object = (2, 2), **extra: object) -> dict[str, objec
 
 def test_v1_instances() -> None:
     request = parse_request({"body": {"instances": [list(pair) for pair in PAIRS]}}, 8)
-    assert request == EmbeddingRequest(PAIRS, single=False, protocol=Protocol.KSERVE_V1)
+    assert request == EmbeddingRequest(PAIRS, single=False, protocol=WireFormat.KSERVE_V1)
     assert success_body(request, [[1.0, 2.0], [3.0, 4.0]], "m") == {"predictions": [[1.0, 2.0], [3.0, 4.0]]}
 
 
 @pytest.mark.parametrize("data", [[list(pair) for pair in PAIRS], [value for pair in PAIRS for value in pair]])
 def test_v2_pairs_tensor_nested_or_flat(data: list[object]) -> None:
     request = parse_request(v2(data, id="req-7"), 8)
-    assert request == EmbeddingRequest(PAIRS, single=False, protocol=Protocol.KSERVE_V2, request_id="req-7")
+    assert request == EmbeddingRequest(PAIRS, single=False, protocol=WireFormat.KSERVE_V2, request_id="req-7")
     assert success_body(request, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], "instructor") == {
         "model_name": "instructor",
         "id": "req-7",
@@ -84,7 +84,7 @@ def test_openai_body_with_instruction_and_base64() -> None:
         8,
     )
     assert request.pairs == (("Represent:", "Hello"), ("Represent:", "World"))
-    assert request.protocol is Protocol.OPENAI
+    assert request.protocol is WireFormat.OPENAI
     body = success_body(request, [[0.5, -1.25], [2.0, 0.0]], "instructor", TokenUsage.of([5, 2], [True, False]))
     assert body["object"] == "list" and body["model"] == "m"
     assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7, "truncated_inputs": 1}

@@ -26,7 +26,7 @@ import torch
 
 from handler.encoder import InstructorEncoder
 from handler.errors import ServingError
-from handler.request_parsing import EmbeddingRequest, Protocol, parse_request
+from handler.request_parsing import EmbeddingRequest, WireFormat, parse_request
 from tests.bodies import answer_vectors, random_body
 from tests.conftest import EXCLUDE, REPO_ROOT, RunningServer, registered_model
 from toolkit.build.archive import WorkerConfig, build_archive
@@ -128,7 +128,7 @@ def test_live_fuzz_never_5xx_and_worker_survives(live: RunningServer, tiny_encod
     assert live.predict(NAME, {"inputs": ["", "still answers"]}).status_code == 200
     assert wrong == 0
     # Every protocol's bodies reached the encoder (about 40 valid bodies each at scale 1).
-    assert all(encoded[protocol.value] >= 20 * SCALE for protocol in Protocol), encoded
+    assert all(encoded[protocol.value] >= 20 * SCALE for protocol in WireFormat), encoded
     REPORT["live_fuzz"] = {
         "bodies": count,
         "statuses": dict(sorted(statuses.items())),

@@ -16,7 +16,7 @@ from ts.context import RequestProcessor
 
 from handler.encoder import InstructorEncoder
 from handler.errors import InputTooLongError, InvalidInputError
-from handler.request_parsing import Protocol, parse_request
+from handler.request_parsing import WireFormat, parse_request
 from handler.settings import HandlerSettings
 from handler.torchserve_handler import InstructorHandler
 from handler.truncation import length_error
@@ -57,14 +57,14 @@ def handler(short_archive: Path) -> InstructorHandler:
 @pytest.mark.parametrize(
     ("body", "protocol"),
     [
-        ({"inputs": [TITLE, SHORT], "truncate": False}, Protocol.NATIVE),
-        ({"inputs": [[TITLE, SHORT]], "truncate": False}, Protocol.NATIVE),
-        ({"input": [SHORT], "truncate": False}, Protocol.OPENAI),
-        ({"instances": [[TITLE, SHORT]], "parameters": {"truncate": False}}, Protocol.KSERVE_V1),
-        (v2_body([[TITLE, SHORT]], parameters={"truncate": False}), Protocol.KSERVE_V2),
+        ({"inputs": [TITLE, SHORT], "truncate": False}, WireFormat.NATIVE),
+        ({"inputs": [[TITLE, SHORT]], "truncate": False}, WireFormat.NATIVE),
+        ({"input": [SHORT], "truncate": False}, WireFormat.OPENAI),
+        ({"instances": [[TITLE, SHORT]], "parameters": {"truncate": False}}, WireFormat.KSERVE_V1),
+        (v2_body([[TITLE, SHORT]], parameters={"truncate": False}), WireFormat.KSERVE_V2),
     ],
 )
-def test_every_body_style_takes_truncate(body: dict[str, object], protocol: Protocol) -> None:
+def test_every_body_style_takes_truncate(body: dict[str, object], protocol: WireFormat) -> None:
     request = parse_request({"body": body}, 8)
     assert request.protocol is protocol and request.truncate is False
     del body["parameters" if "parameters" in body else "truncate"]
