@@ -53,7 +53,7 @@ def cpu_share(
 ) -> CpuShare:
     """This worker's CPUs (affinity mask, cgroup quota) divided among ``workers`` (counted when not given).
 
-    ``configured_threads`` > 0 (the ``torch_threads`` setting) wins over the division.
+    ``configured_threads`` > 0 (the ``threads`` handler setting) wins over the division.
     """
     affinity = len(os.sched_getaffinity(0)) if affinity is None else affinity
     cpus, source = affinity, f"affinity mask ({affinity})"
@@ -62,7 +62,7 @@ def cpu_share(
         cpus, source = max(1, math.floor(quota[0])), f"cgroup quota {quota[0]:g} CPUs ({quota[1]})"
     workers = max(1, running_workers() if workers is None else workers)
     if configured_threads > 0:
-        return CpuShare(cpus, workers, configured_threads, "handler setting torch_threads")
+        return CpuShare(cpus, workers, configured_threads, "handler setting threads")
     return CpuShare(cpus, workers, max(1, cpus // workers), f"{source} / {workers} worker(s)")
 
 

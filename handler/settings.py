@@ -81,7 +81,9 @@ class HandlerSettings:
         micro_batch_length_multiple: a forward pass's width is its longest row rounded up to a
             multiple of this (within ``max_length``), so input shapes repeat and engines reuse
             the work they cache per shape; 1 turns it off.
-        torch_threads: intra-op threads per worker; 0 means CPUs divided by ``maxWorkers``.
+        threads: intra-op threads per worker, for torch and OpenVINO alike; 0 means the worker's
+            CPUs divided by the workers running. Archives built before carry it as ``torch_threads``
+            (:data:`RENAMED_SETTINGS`), still read.
         model_subdir: folder inside the archive that holds the model files.
     """
 
@@ -94,7 +96,7 @@ class HandlerSettings:
     micro_batch_tokens: int = 16384
     micro_batch_padding_pct: int | None = None
     micro_batch_length_multiple: int = 16
-    torch_threads: int = 0
+    threads: int = 0
     model_subdir: str = "model"
 
     @classmethod
@@ -105,6 +107,7 @@ class HandlerSettings:
             ModelConfigError: a key is unknown, missing or has a wrong type or value.
         """
         raw = dict(raw or {})
+        written = _apply_renames(raw)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - set(fields))
         if unknown:
@@ -124,7 +127,9 @@ class HandlerSettings:
             elif value is None and name in DEFAULTED_AT_LOAD:
                 continue
             elif not isinstance(value, int) or isinstance(value, bool):
-                raise ModelConfigError(f"handler setting '{name}' must be an integer, got {value!r}")
+                raise ModelConfigError(f"handler setting '{written.get(name, name)}' must be an integer, got {value!r}")
+        if raw.get("threads", 0) < 0:
+            raise ModelConfigError(f"handler setting '{written.get('threads', 'threads')}' must be 0 (auto) or more")
         return cls(**raw)
 
     def __post_init__(self) -> None:
@@ -142,8 +147,8 @@ class HandlerSettings:
                 raise ModelConfigError(f"handler setting '{name}' must be at least 1")
         if self.micro_batch_padding_pct is not None and not 0 <= self.micro_batch_padding_pct <= 100:
             raise ModelConfigError("handler setting 'micro_batch_padding_pct' must be between 0 and 100")
-        if self.torch_threads < 0:
-            raise ModelConfigError("handler setting 'torch_threads' must be 0 (auto) or more")
+        if self.threads < 0:
+            raise ModelConfigError("handler setting 'threads' must be 0 (auto) or more")
         if self.max_length is not None and self.micro_batch_tokens < self.max_length:
             raise ModelConfigError(
                 f"handler setting 'micro_batch_tokens' ({self.micro_batch_tokens}) must be at "
@@ -156,6 +161,26 @@ class HandlerSettings:
         for name in ENUM_SETTINGS:
             values[name] = getattr(self, name).value
         return values
+
+
+# Old name -> current name: archives built before a rename keep loading.
+RENAMED_SETTINGS = {"torch_threads": "threads"}
+
+
+def _apply_renames(raw: dict[str, Any]) -> dict[str, str]:
+    """Move old names in ``raw`` to their current ones, in place; returns current -> the name written.
+
+    Raises:
+        ModelConfigError: a setting is given under both its old and its current name.
+    """
+    written: dict[str, str] = {}
+    for old, new in RENAMED_SETTINGS.items():
+        if old in raw:
+            if new in raw:
+                raise ModelConfigError(f"handler settings '{old}' and '{new}' are the same setting; give only '{new}'")
+            raw[new] = raw.pop(old)
+            written[new] = old
+    return written
 
 
 # Settings left out (or null) take a default decided at load: the one measured for the worker's engine

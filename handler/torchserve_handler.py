@@ -125,13 +125,13 @@ class InstructorHandler(BaseHandler):
 
     def _cpu_share(self, settings: HandlerSettings) -> CpuShare:
         """This worker's CPUs and threads; workers start together, so at least the archive's minWorkers count."""
-        return cpu_share(settings.torch_threads, max(running_workers(), self._min_workers))
+        return cpu_share(settings.threads, max(running_workers(), self._min_workers))
 
     def _rebalance_threads(self) -> None:
         """A CPU worker follows the worker count after scaling, unless its engine fixed its threads at load."""
         now = time.monotonic()
         fixed = engine_spec(self.settings.engine).threads_fixed_at_load
-        if self.cpus is None or fixed or self.settings.torch_threads:
+        if self.cpus is None or fixed or self.settings.threads:
             return
         if now - self._threads_checked_at < THREAD_RECHECK_S:
             return

@@ -73,7 +73,7 @@ def test_a_quota_above_the_affinity_mask_changes_nothing(tmp_path: Path) -> None
 def test_the_threads_setting_wins(tmp_path: Path) -> None:
     root, self_cgroup = cgroup_v2(tmp_path, "200000 100000")
     share = cpu_share(6, workers=4, affinity=32, cgroup_root=root, self_cgroup=self_cgroup)
-    assert share.threads == 6 and share.source == "handler setting torch_threads"
+    assert share.threads == 6 and share.source == "handler setting threads"
 
 
 @pytest.mark.integration

@@ -56,3 +56,26 @@ def test_bad_settings_are_refused(raw: dict[str, object] | None, message: str) -
     with pytest.raises(ModelConfigError) as raised:
         HandlerSettings.from_mapping(raw)
     assert message in str(raised.value)
+
+
+def test_threads_is_read_under_its_old_name_too() -> None:
+    # Archives built before the rename carry torch_threads in model-config.yaml.
+    old = HandlerSettings.from_mapping({"instruction_mode": "exclude", "torch_threads": 3})
+    new = HandlerSettings.from_mapping({"instruction_mode": "exclude", "threads": 3})
+    assert old == new and new.threads == 3
+    assert "threads" in new.to_mapping() and "torch_threads" not in new.to_mapping()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"threads": -1}, "handler setting 'threads' must be 0 (auto) or more"),
+        ({"threads": "2"}, "handler setting 'threads' must be an integer"),
+        ({"torch_threads": "2"}, "handler setting 'torch_threads' must be an integer"),
+        ({"threads": 1, "torch_threads": 1}, "'torch_threads' and 'threads' are the same setting"),
+    ],
+)
+def test_a_bad_threads_setting_names_the_key_written(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ModelConfigError) as err:
+        HandlerSettings.from_mapping({"instruction_mode": "exclude", **raw})
+    assert message in str(err.value)
