@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
+import torch
+
 from handler.engines import engine_spec
 from handler.request_parsing import EmbeddingRequest
 from handler.settings import EngineName, HandlerSettings, Precision
@@ -130,3 +132,13 @@ def padding_tokens(plan: Sequence[Sequence[int]], lengths: Sequence[int], widths
     return sum(
         len(indices) * width - sum(lengths[i] for i in indices) for indices, width in zip(plan, widths, strict=True)
     )
+
+
+def pad_rows(token_ids: Sequence[Sequence[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids right-padded to ``width``: the ``input_ids`` and ``attention_mask`` an engine takes."""
+    input_ids = torch.full((len(token_ids), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for index, ids in enumerate(token_ids):
+        input_ids[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[index, : len(ids)] = 1
+    return input_ids, attention_mask

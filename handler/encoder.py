@@ -26,12 +26,12 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from handler import precision as precisions
-from handler.batching import MicroBatchLimits, micro_batch_limits, padding_tokens, plan_micro_batches
+from handler.batching import MicroBatchLimits, micro_batch_limits, pad_rows, padding_tokens, plan_micro_batches
 from handler.engines import Engine, engine_spec, load_engine
 from handler.engines.torch_engine import torch_out_of_memory
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, max_length_for, read_layout
-from handler.pooling import PoolingMode, check_instruction_mode, cls_pool, masked_max_pool
+from handler.pooling import PoolingMode, check_instruction_mode, pool
 from handler.settings import HandlerSettings, InstructionMode
 
 logger = logging.getLogger(__name__)
@@ -73,18 +73,6 @@ def instruction_context_len(instruction_token_count: int) -> int:
     """INSTRUCTOR's rule: drop the end token; one token or less pools with the text (0)."""
     context_len = instruction_token_count - 1
     return 0 if context_len <= 1 else context_len
-
-
-def masked_mean_pool(
-    token_embeddings: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
-) -> torch.Tensor:
-    """Mean over the attended positions of each row, skipping its first ``context_len`` ones."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    mask = attention_mask * (positions[None, :] >= context_lens[:, None])
-    mask = mask.unsqueeze(-1).to(token_embeddings.dtype)
-    summed = (token_embeddings * mask).sum(dim=1)
-    counts = mask.sum(dim=1).clamp(min=1e-9)
-    return summed / counts
 
 
 class InstructorEncoder:
@@ -234,30 +222,18 @@ class InstructorEncoder:
         return (torch.stack(vectors) if vectors else torch.empty(0)), report
 
     def _forward(self, rows: Sequence[TokenizedRow], width: int) -> torch.Tensor:
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            input_ids[index, : len(row.input_ids)] = torch.tensor(row.input_ids)
-            attention_mask[index, : len(row.input_ids)] = 1
+        input_ids, attention_mask = pad_rows([row.input_ids for row in rows], width, self.pad_token_id)
         context_lens = torch.tensor([row.context_len for row in rows])
         hidden = self.engine.last_hidden_state(input_ids, attention_mask)
         # Pooling, Dense and Normalize are torch whatever the engine: its allocation failures too.
         with torch_out_of_memory():
             # Pool in float32 whatever the engine computed in (bf16 sums lose digits).
             hidden = hidden.to(self.device).float()
-            pooled = self._pool(hidden, attention_mask.to(self.device), context_lens.to(self.device))
+            pooled = pool(self.pooling, hidden, attention_mask.to(self.device), context_lens.to(self.device))
             embedded = self.head(pooled)
             if self.normalize:
                 embedded = torch.nn.functional.normalize(embedded, p=2, dim=1)
             return embedded.float().cpu()
-
-    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
-        """The model's own pooling (``1_Pooling/config.json``); only the mean skips instructions."""
-        if self.pooling is PoolingMode.CLS:
-            return cls_pool(hidden)
-        if self.pooling is PoolingMode.MAX:
-            return masked_max_pool(hidden, attention_mask)
-        return masked_mean_pool(hidden, attention_mask, context_lens)
 
 
 def _check_end_token_only(tokenizer: PreTrainedTokenizerBase) -> None:

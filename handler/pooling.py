@@ -71,3 +71,26 @@ def masked_max_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor
     """Per-dimension maximum over each row's attended positions (padding never wins)."""
     padding = (attention_mask == 0).unsqueeze(-1)
     return token_embeddings.masked_fill(padding, torch.finfo(token_embeddings.dtype).min).amax(dim=1)
+
+
+def masked_mean_pool(
+    token_embeddings: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the attended positions of each row, skipping its first ``context_len`` ones."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    mask = attention_mask * (positions[None, :] >= context_lens[:, None])
+    mask = mask.unsqueeze(-1).to(token_embeddings.dtype)
+    summed = (token_embeddings * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return summed / counts
+
+
+def pool(
+    mode: PoolingMode, token_embeddings: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
+) -> torch.Tensor:
+    """The model's own pooling (``1_Pooling/config.json``); only the mean skips each row's instruction."""
+    if mode is PoolingMode.CLS:
+        return cls_pool(token_embeddings)
+    if mode is PoolingMode.MAX:
+        return masked_max_pool(token_embeddings, attention_mask)
+    return masked_mean_pool(token_embeddings, attention_mask, context_lens)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from handler.encoder import InstructorEncoder, instruction_context_len, masked_mean_pool
+from handler.encoder import InstructorEncoder, instruction_context_len
 from handler.errors import ModelConfigError
 from handler.model_files import load_dense, read_layout
+from handler.pooling import masked_mean_pool
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from handler.batching import plan_micro_batches
+from handler.batching import pad_rows, plan_micro_batches
 from handler.encoder import InstructorEncoder, TokenizedRow
 from handler.engines import (
     DYNAMIC_INT8,
@@ -108,13 +108,8 @@ def padded_batches(rows: Sequence[TokenizedRow], pad_token_id: int) -> list[dict
     )
     batches = []
     for indices in plan:
-        width = max(len(rows[index].input_ids) for index in indices)
-        input_ids = torch.full((len(indices), width), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
-        for position, index in enumerate(indices):
-            ids = rows[index].input_ids
-            input_ids[position, : len(ids)] = torch.tensor(ids)
-            attention_mask[position, : len(ids)] = 1
+        token_ids = [rows[index].input_ids for index in indices]
+        input_ids, attention_mask = pad_rows(token_ids, max(len(ids) for ids in token_ids), pad_token_id)
         batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
     return batches
 
