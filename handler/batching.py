@@ -1,4 +1,4 @@
-"""A TorchServe dynamic batch as rows, and rows as length-sorted micro-batches.
+"""A TorchServe dynamic batch as rows, rows as length-sorted micro-batches, and micro-batches as padded tensors.
 
 A dynamic batch holds several client requests, each with one or more pairs. They are flattened
 into one list of rows for the encoder and the vectors are split back by request, so every
@@ -134,11 +134,11 @@ def padding_tokens(plan: Sequence[Sequence[int]], lengths: Sequence[int], widths
     )
 
 
-def pad_rows(token_ids: Sequence[Sequence[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of token ids right-padded to ``width``: the ``input_ids`` and ``attention_mask`` an engine takes."""
-    input_ids = torch.full((len(token_ids), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for index, ids in enumerate(token_ids):
+def pad_rows(rows: Sequence[Sequence[int]], width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids right-padded to ``width``: the long ``input_ids`` and ``attention_mask`` an engine takes."""
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, ids in enumerate(rows):
         input_ids[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[index, : len(ids)] = 1
     return input_ids, attention_mask

@@ -1,12 +1,13 @@
-"""Which pooling a model uses, read from its own ``1_Pooling/config.json``, and the non-mean poolers.
+"""Which pooling a model uses, read from its own ``1_Pooling/config.json``, and every pooler.
 
 sentence-transformers writes one ``pooling_mode_*`` flag per mode into the Pooling folder's
 ``config.json``. The mode is read from there, never guessed from the model's name:
 INSTRUCTOR, all-MiniLM-L6-v2 and GTE pool the mean, BGE pools the CLS token. Exactly one
 supported flag must be on; anything else is refused at load with the file named.
 
-The mean (with INSTRUCTOR's per-row instruction mask) lives in ``handler.encoder``; CLS and max
-have no instruction mask, so they run only with ``instruction_mode`` ``include`` or ``ignore``.
+The mean skips each row's instruction (INSTRUCTOR's per-row mask, ``context_len`` from
+``handler.encoder``); CLS and max have no instruction mask, so they run only with
+``instruction_mode`` ``include`` or ``ignore``. :func:`pool` picks the model's own.
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ def masked_mean_pool(
 
 
 def pool(
-    mode: PoolingMode, token_embeddings: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
+    mode: PoolingMode, hidden: torch.Tensor, attention_mask: torch.Tensor, context_lens: torch.Tensor
 ) -> torch.Tensor:
-    """The model's own pooling (``1_Pooling/config.json``); only the mean skips each row's instruction."""
+    """The model's own pooling (``1_Pooling/config.json``); only the mean skips instructions."""
     if mode is PoolingMode.CLS:
-        return cls_pool(token_embeddings)
+        return cls_pool(hidden)
     if mode is PoolingMode.MAX:
-        return masked_max_pool(token_embeddings, attention_mask)
-    return masked_mean_pool(token_embeddings, attention_mask, context_lens)
+        return masked_max_pool(hidden, attention_mask)
+    return masked_mean_pool(hidden, attention_mask, context_lens)

@@ -23,11 +23,11 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler.batching import flatten_pairs, split_by_request
 from handler.budget import TokenBudget, admit
-from handler.cpus import CpuShare, cpu_share, running_workers
+from handler.cpus import CpuShare
 from handler.encoder import InstructorEncoder, TokenizedRow
-from handler.engines import engine_spec
 from handler.errors import EngineOutOfMemory, InternalError, OutOfMemoryError, ServingError
 from handler.metrics import BatchStats, HandlerMetrics
+from handler.placement import THREAD_RECHECK_S, threads_follow_scaling, worker_cpu_share, worker_device
 from handler.request_parsing import EmbeddingRequest, parse_request
 from handler.responses import TokenUsage, success_body
 from handler.settings import HandlerSettings
@@ -39,18 +39,9 @@ logger = logging.getLogger(__name__)
 # TorchServe's own default responseTimeout (seconds), for an archive whose model-config.yaml has none.
 DEFAULT_RESPONSE_TIMEOUT_S = 120
 OUT_OF_MEMORY = OutOfMemoryError("the worker ran out of memory: send fewer or shorter inputs")
-# How often a torch worker on CPU recounts the workers beside it (scaling changes them).
-THREAD_RECHECK_S = 10.0
 
 # One embedded pair: its vector and its tokens.
 EmbeddedRow = tuple[list[float], TokenizedRow]
-
-
-def select_device(gpu_id: Any) -> torch.device:
-    """The GPU TorchServe assigned (``gpu_id``) when CUDA is present, else the CPU."""
-    if gpu_id is not None and torch.cuda.is_available():
-        return torch.device(f"cuda:{int(gpu_id)}")
-    return torch.device("cpu")
 
 
 def worker_details(started: StartedWorker, cpus: CpuShare | None = None) -> dict[str, Any]:
@@ -88,14 +79,11 @@ class InstructorHandler(BaseHandler):
         yaml_config = context.model_yaml_config or {}
         settings = HandlerSettings.from_mapping(yaml_config.get("handler"))
         properties = context.system_properties
-        # An engine that does not run on GPUs runs on the CPU whatever GPU TorchServe assigned.
-        spec = engine_spec(settings.engine)
-        gpu_id = properties.get("gpu_id") if spec.runs_on(torch.device("cuda")) else None
-        device = select_device(gpu_id)
+        device = worker_device(settings, properties.get("gpu_id"))
         threads = None
         if device.type == "cpu":
             self._min_workers = int(yaml_config.get("minWorkers", 1))
-            self.cpus = self._cpu_share(settings)
+            self.cpus = worker_cpu_share(settings, self._min_workers)
             threads = self.cpus.threads
             torch.set_num_threads(threads)
         timeout = float(yaml_config.get("responseTimeout", DEFAULT_RESPONSE_TIMEOUT_S))
@@ -123,20 +111,15 @@ class InstructorHandler(BaseHandler):
             self.settings.to_mapping(),
         )
 
-    def _cpu_share(self, settings: HandlerSettings) -> CpuShare:
-        """This worker's CPUs and threads; workers start together, so at least the archive's minWorkers count."""
-        return cpu_share(settings.threads, max(running_workers(), self._min_workers))
-
     def _rebalance_threads(self) -> None:
-        """A CPU worker follows the worker count after scaling, unless its engine fixed its threads at load."""
+        """A CPU worker follows the worker count after scaling, where :func:`threads_follow_scaling` says so."""
         now = time.monotonic()
-        fixed = engine_spec(self.settings.engine).threads_fixed_at_load
-        if self.cpus is None or fixed or self.settings.threads:
+        if self.cpus is None or not threads_follow_scaling(self.settings):
             return
         if now - self._threads_checked_at < THREAD_RECHECK_S:
             return
         self._threads_checked_at = now
-        share = self._cpu_share(self.settings)
+        share = worker_cpu_share(self.settings, self._min_workers)
         if share.threads != self.cpus.threads:
             logger.info(
                 "workers now %d: threads %d -> %d (%s)", share.workers, self.cpus.threads, share.threads, share.source

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from handler.batching import DEFAULT_LIMITS, flatten_pairs, micro_batch_limits, plan_micro_batches, split_by_request
+from handler.batching import (
+    DEFAULT_LIMITS,
+    flatten_pairs,
+    micro_batch_limits,
+    pad_rows,
+    plan_micro_batches,
+    split_by_request,
+)
 from handler.request_parsing import EmbeddingRequest
 from handler.settings import EngineName, HandlerSettings, Precision
 
@@ -99,3 +107,10 @@ def test_widths_round_up_to_the_multiple_within_max_length(longest: int, max_len
         Precision.FP32,
     )
     assert limits.padded_width(longest, max_length) == width
+
+
+def test_pad_rows_right_pads_ids_and_masks_the_padding() -> None:
+    input_ids, attention_mask = pad_rows([[5, 6, 7], [8]], width=4, pad_token_id=0)
+    assert input_ids.dtype == attention_mask.dtype == torch.long
+    assert input_ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert attention_mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]

@@ -12,7 +12,8 @@ from ts.context import Context, RequestProcessor
 
 from handler.cpus import cpu_share
 from handler.errors import ModelConfigError
-from handler.torchserve_handler import InstructorHandler, select_device
+from handler.placement import select_device
+from handler.torchserve_handler import InstructorHandler
 from tests.conftest import BATCHING, EXCLUDE
 from toolkit.build.archive import build_archive
 
@@ -168,7 +169,7 @@ def test_a_torch_worker_follows_the_worker_count_after_scaling(
     unpacked_archive: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Threads = CPUs / workers running, recounted while serving (scaling through PUT /models changes it)."""
-    import handler.torchserve_handler as glue
+    import handler.placement as glue
 
     original = torch.get_num_threads()
     monkeypatch.setattr(glue, "running_workers", lambda: 1)

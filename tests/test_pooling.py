@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformer
 from handler.encoder import InstructorEncoder
 from handler.errors import ModelConfigError
 from handler.model_files import read_layout
-from handler.pooling import PoolingMode, cls_pool, masked_max_pool, read_pooling_mode
+from handler.pooling import PoolingMode, cls_pool, masked_max_pool, masked_mean_pool, pool, read_pooling_mode
 from handler.settings import HandlerSettings
 from tests.conftest import EXCLUDE
 from tests.model_variants import with_pooling
@@ -59,6 +59,19 @@ def test_cls_and_max_poolers_on_hand_made_tensors() -> None:
     attention = torch.tensor([[1, 1, 1], [1, 1, 0]])
     assert cls_pool(embeddings).tolist() == [[1.0, 5.0], [2.0, -1.0]]
     assert masked_max_pool(embeddings, attention).tolist() == [[9.0, 9.0], [2.0, -1.0]]
+
+
+def test_pool_runs_the_models_own_mode_and_only_the_mean_skips_instructions() -> None:
+    embeddings = torch.tensor([[[1.0, 5.0], [3.0, 0.0], [9.0, 9.0]], [[2.0, -1.0], [-4.0, -3.0], [99.0, 99.0]]])
+    attention = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    context_lens = torch.tensor([1, 0])
+    assert torch.equal(pool(PoolingMode.CLS, embeddings, attention, context_lens), cls_pool(embeddings))
+    assert torch.equal(
+        pool(PoolingMode.MAX, embeddings, attention, context_lens), masked_max_pool(embeddings, attention)
+    )
+    mean = masked_mean_pool(embeddings, attention, context_lens)
+    assert torch.equal(pool(PoolingMode.MEAN, embeddings, attention, context_lens), mean)
+    assert mean.tolist() == [[6.0, 4.5], [-1.0, -2.0]]
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 An engine takes a padded batch of token ids and its attention mask and returns the last
 hidden state. Everything that makes a vector INSTRUCTOR's (tokenizing, the per-row
-instruction mask, pooling, Dense, Normalize) stays in :mod:`handler.encoder`, shared and
-float32, so every engine gets the same semantics from one place.
+instruction mask, pooling, Dense, Normalize) stays in :mod:`handler.encoder` (the poolers in
+:mod:`handler.pooling`), shared and float32, so every engine gets the same semantics from one place.
 
 Callers ask an engine's :class:`EngineSpec` what it can do (devices, whether it needs the torch
 weights, its build-time exporter, its int8 schemes, its micro-batch defaults), never which
