@@ -11,7 +11,7 @@ import yaml
 from toolkit.build.archive import run_archiver
 from toolkit.build.staging import stage_model
 
-TOOLKIT = Path(__file__).resolve().parent.parent
+REFERENCE_FILE = Path(__file__).resolve().parent.parent / "models" / "reference.py"
 HANDLER_FILE = Path(__file__).resolve().parent / "baseline_handler.py"
 
 
@@ -23,9 +23,11 @@ def build_baseline_archive(
     with tempfile.TemporaryDirectory(prefix="baseline-staging-", dir=export_dir) as staging_name:
         extra = Path(staging_name) / "extra"
         stage_model(model_dir, extra / "model")
-        (extra / "toolkit").mkdir()
+        # The handler imports toolkit.models.reference (INSTRUCTOR's own code) from the archive.
+        (extra / "toolkit" / "models").mkdir(parents=True)
         (extra / "toolkit" / "__init__.py").write_text("")
-        shutil.copy2(TOOLKIT / "reference.py", extra / "toolkit" / "reference.py")
+        (extra / "toolkit" / "models" / "__init__.py").write_text("")
+        shutil.copy2(REFERENCE_FILE, extra / "toolkit" / "models" / "reference.py")
         config = {
             "minWorkers": 1,
             "maxWorkers": 1,
