@@ -128,8 +128,9 @@ class HandlerSettings:
                 continue
             elif not isinstance(value, int) or isinstance(value, bool):
                 raise ModelConfigError(f"handler setting '{written.get(name, name)}' must be an integer, got {value!r}")
-        if raw.get("threads", 0) < 0:
-            raise ModelConfigError(f"handler setting '{written.get('threads', 'threads')}' must be 0 (auto) or more")
+        if written.get("threads") and raw["threads"] < 0:
+            # __post_init__ checks the range too, but only knows the current name.
+            raise ModelConfigError(f"handler setting '{written['threads']}' must be 0 (auto) or more")
         return cls(**raw)
 
     def __post_init__(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from toolkit import REPO_ROOT
 from toolkit.build.archive import WorkerConfig, archive_for_source
 from toolkit.build.fidelity_gate import auto_hint
 from toolkit.build.settings import add_arguments
-from toolkit.errors import ONE_LINE_ERRORS
+from toolkit.errors import reporting_errors
 from toolkit.models import model_source
 from toolkit.serve import server
 from toolkit.serve.management import (
@@ -31,11 +30,7 @@ from toolkit.serve.management import (
 
 def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except ONE_LINE_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return reporting_errors(lambda: main(args))
 
 
 def _add_management_args(parser: argparse.ArgumentParser) -> None:

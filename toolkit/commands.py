@@ -6,6 +6,7 @@ torch. ``scripts/NAME.py`` and the Makefile call :func:`run_command` with the co
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import sys
@@ -56,6 +57,15 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     main = getattr(importlib.import_module(module), function)
     sys.argv[0] = f"toolkit {name}"
     return main(argv)
+
+
+def environment_only(description: str, argv: Sequence[str] | None) -> None:
+    """For a command configured by the environment alone: ``--help`` and nothing else.
+
+    ``argv`` None (the image calls it so) reads no process arguments: under a test runner they are the runner's.
+    """
+    if argv is not None:
+        argparse.ArgumentParser(description=description).parse_args(argv)
 
 
 def usage() -> str:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from toolkit import REPO_ROOT
 from toolkit.build.archive import run_archiver
 from toolkit.build.staging import stage_model
 
-REFERENCE_FILE = Path(__file__).resolve().parent.parent / "models" / "reference.py"
+REFERENCE_FILE = REPO_ROOT / "toolkit" / "models" / "reference.py"
 HANDLER_FILE = Path(__file__).resolve().parent / "baseline_handler.py"
 
 

@@ -33,7 +33,8 @@ import torch
 from handler.encoder import InstructorEncoder
 from handler.precision import REPORTED_CPU_FLAGS, cpu_flags, cpu_model, has_native_bf16
 from handler.settings import HandlerSettings, Precision
-from toolkit.bench.cli import REPO_ROOT, default_stem
+from toolkit import REPO_ROOT
+from toolkit.bench.cli import default_stem
 from toolkit.bench.raw_engines import random_rows, rate
 from toolkit.bench.runner import model_folder
 from toolkit.build.fidelity_gate import measure_mode, reference_vectors

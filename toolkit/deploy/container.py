@@ -11,7 +11,6 @@ Every variable, its default and meaning: docs/configuration.md (from :mod:`toolk
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -25,7 +24,8 @@ from pathlib import Path
 from toolkit import REPO_ROOT
 from toolkit.build.archive import ARCHIVE_FORMATS, HANDLER_PACKAGE, WorkerConfig, archive_for_source
 from toolkit.build.settings import BY_NAME, check, parse_env
-from toolkit.errors import ONE_LINE_ERRORS
+from toolkit.commands import environment_only
+from toolkit.errors import reporting_errors
 from toolkit.models import model_source
 from toolkit.models.model_source import ModelSource
 from toolkit.serve import server
@@ -217,9 +217,5 @@ def run(settings: ContainerSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the image; its settings come from the environment (docs/configuration.md)."""
-    argparse.ArgumentParser(description=main.__doc__).parse_args(argv)
-    try:
-        return run(ContainerSettings.from_env(os.environ))
-    except (*ONE_LINE_ERRORS, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 1
+    environment_only(main.__doc__ or "", argv)
+    return reporting_errors(lambda: run(ContainerSettings.from_env(os.environ)), also=(ValueError, OSError))

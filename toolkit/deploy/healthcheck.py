@@ -7,13 +7,13 @@ key is renewed through the management API (loopback, inside the container) and r
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
 import requests
 
+from toolkit.commands import environment_only
 from toolkit.deploy.container import ContainerSettings
 from toolkit.serve.management import ManagementError, TokenSession
 
@@ -34,7 +34,7 @@ def check(settings: ContainerSettings, timeout_s: float = 5.0) -> tuple[bool, st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The image's HEALTHCHECK: exit 0 when /ping answers 200 with the inference key."""
-    argparse.ArgumentParser(description=main.__doc__).parse_args(argv)
+    environment_only(main.__doc__ or "", argv)
     healthy, message = check(ContainerSettings.from_env(os.environ))
     print(message)
     return 0 if healthy else 1

@@ -11,7 +11,6 @@ import argparse
 import gzip
 import json
 import shutil
-import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import kubernetes_validate
 import yaml
 
 from toolkit import REPO_ROOT
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, reporting_errors
 from toolkit.serve.server import with_overrides
 
 KSERVE_DIR = REPO_ROOT / "deploy" / "kserve"
@@ -124,20 +123,20 @@ def storage_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default="instructor", help="model name KServe routes to")
     parser.add_argument("storage", type=Path, help="folder to upload to the InferenceService storageUri")
     args = parser.parse_args(argv)
-    try:
+
+    def lay_out() -> int:
         print(lay_out_storage(args.archive, args.storage, args.name))
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return reporting_errors(lay_out, also=(FileNotFoundError,))
 
 
 def validate_main(argv: Sequence[str] | None = None) -> int:
     """Validate every manifest under deploy/ offline (Kubernetes schemas and KServe's CRDs)."""
     argparse.ArgumentParser(description=validate_main.__doc__).parse_args(argv)
-    try:
+
+    def validate() -> int:
         print(f"{validate_files(sorted((REPO_ROOT / 'deploy').rglob('*.yaml')))} manifests valid")
-    except ManifestError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return reporting_errors(validate)

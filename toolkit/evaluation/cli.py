@@ -17,7 +17,7 @@ import numpy as np
 
 from instructor_client import InstructorClient
 from toolkit import REPO_ROOT
-from toolkit.errors import ONE_LINE_ERRORS
+from toolkit.errors import reporting_errors
 from toolkit.evaluation.beir_data import BeirDataset, load_beir
 from toolkit.evaluation.download import BEIR_BASE_URL, download_task
 from toolkit.evaluation.embedding import ServedEmbedder, VectorCache
@@ -200,8 +200,4 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     if min(args.top_k, args.concurrency, args.max_pairs_per_request) < 1:
         print("error: --top-k, --concurrency and --max-pairs-per-request must be at least 1", file=sys.stderr)
         return 2
-    try:
-        return run(args)
-    except ONE_LINE_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return reporting_errors(lambda: run(args))
