@@ -22,3 +22,14 @@ class AuthorizationError(InstructorError):
 
 class ServerUnavailableError(InstructorError):
     """No usable answer after the retries (5xx, 503/507 overload, or no connection)."""
+
+
+class TokenBudgetExceededError(InvalidRequestError):
+    """413: the request holds more tokens than one batch may compute; ``max_pairs`` of its pairs would fit.
+
+    :meth:`InstructorClient.embed` splits such a request by ``max_pairs`` and resends the pieces.
+    """
+
+    def __init__(self, status: int, message: str, max_pairs: int) -> None:
+        super().__init__(status, message)
+        self.max_pairs = max_pairs
