@@ -13,6 +13,7 @@ FORMAT ?= default
 PRECISION ?= fp32
 ENGINE ?= torch
 WORKERS ?= 1
+TOKEN_EXPIRATION_MIN ?= 60
 MAX_LENGTH ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -53,7 +54,7 @@ $(VENV)/.installed: requirements.txt constraints.txt
 venv: $(VENV)/.installed
 
 serve: venv
-	$(PY) scripts/serve.py $(SERVE_ARGS)
+	$(PY) scripts/serve.py $(SERVE_ARGS) --token-expiration-min $(TOKEN_EXPIRATION_MIN)
 
 stop: venv
 	$(PY) scripts/stop.py

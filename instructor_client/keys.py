@@ -118,9 +118,8 @@ class KeyFile:
             raise AuthorizationError(400, f"{self.path} holds no API key to renew the inference key with")
         url = f"{self.management_url}/token"
         try:
-            response = requests.post(
-                url, params={"type": "inference"}, headers={"Authorization": f"Bearer {api_key}"}, timeout=self.timeout_s
-            )
+            headers = {"Authorization": f"Bearer {api_key}"}
+            response = requests.post(url, params={"type": "inference"}, headers=headers, timeout=self.timeout_s)
         except requests.ConnectionError as err:
             raise AuthorizationError(0, f"renewing the inference key: no answer from {url} ({err})") from None
         if response.status_code != 200:

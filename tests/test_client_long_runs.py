@@ -167,7 +167,7 @@ def test_a_refused_renewal_says_so(tmp_path: Path) -> None:
         fake.api_key = "another-api-key"  # the file's API key is no longer the server's
         client = InstructorClient(url, "m", key_file=fake.key_file, management_url=url)
         fake.expire()
-        with pytest.raises(AuthorizationError, match="renewing the inference key: .*Token Authorization failed"):
+        with pytest.raises(AuthorizationError, match=r"renewing the inference key: .*Token Authorization failed"):
             client.embed_texts(["a"])
 
 

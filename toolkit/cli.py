@@ -7,7 +7,10 @@ print one line to stderr and exit 1; they never dump a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +28,9 @@ from toolkit.serve.management import (
     ManagementClient,
     ManagementError,
     TokenKeys,
+    key_expiry,
 )
+from toolkit.serve.rollover import Rollover, RolloverError, next_version, registered_versions
 
 
 def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
@@ -63,7 +68,7 @@ def _add_archive_args(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, ARCHIVE_ARGS)
 
 
-def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
+def _build(args: argparse.Namespace, version: str = "1.0") -> tuple[model_source.ModelSource, Path]:
     source = model_source.resolve(args.model, args.models_dir, args.revision, args.instruction_mode)
     workers = WorkerConfig(
         min_workers=args.workers,
@@ -83,6 +88,7 @@ def _build(args: argparse.Namespace) -> tuple[model_source.ModelSource, Path]:
         engine=args.engine,
         force=args.force,
         max_length=args.max_length,
+        version=version,
     )
     return source, archive
 
@@ -209,20 +215,97 @@ def curl_example(name: str, key: str, inference_url: str = DEFAULT_INFERENCE_URL
     )
 
 
+def _serve_archive(args: argparse.Namespace, model_store: Path, version: str) -> tuple[model_source.ModelSource, Path]:
+    """Build the archive; a new version of a live name is built beside the one serving, as NAME-vVERSION."""
+    if version == "1.0":
+        args.export_dir = model_store
+        return _build(args, version)
+    with tempfile.TemporaryDirectory(prefix=f".{args.name}-v{version}-", dir=model_store) as building:
+        args.export_dir = Path(building)
+        source, built = _build(args, version)
+        suffix = built.name.removeprefix(args.name)
+        target = model_store / f"{args.name}-v{version}{suffix}"
+        if target.is_dir():
+            shutil.rmtree(target)
+        built.replace(target)
+    return source, target
+
+
+def _start_or_reuse(layout: server.ServerLayout, args: argparse.Namespace, inference_url: str) -> list[str]:
+    """Start TorchServe unless it runs; the versions of ``args.name`` it already serves."""
+    expiry = f"{args.token_expiration_min:g}"
+    pid = server.running_pid(layout)
+    if pid is None:
+        server.start(server.with_config_overrides(layout, {"token_expiration_min": expiry}))
+        server.wait_until_up(layout, inference_url)
+        return []
+    server.wait_until_up(layout, inference_url)
+    running_expiry = server.running_properties(layout).get("token_expiration_min", "60")
+    if running_expiry != expiry:
+        print(f"note: TorchServe (pid {pid}) runs with token_expiration_min={running_expiry}; {expiry} needs make stop")
+    _, management_url = server.listener_urls(layout)
+    return registered_versions(ManagementClient(layout.key_file, management_url), args.name)
+
+
+def _register_first(client: ManagementClient, layout: server.ServerLayout, args: argparse.Namespace, url: str) -> None:
+    try:
+        client.register(url, initial_workers=args.workers)
+    except ManagementError as err:
+        worker_log = server.last_worker_error(layout)
+        raise server.ServerError(f"registration failed ({err}); worker log: {worker_log}") from err
+    server.wait_for(lambda: server.workers_ready(client, args.name), args.timeout, f"{args.name} workers")
+
+
+def _roll_over(client: ManagementClient, layout: server.ServerLayout, args: argparse.Namespace, archive: Path) -> None:
+    inference_url, _ = server.listener_urls(layout)
+    rollover = Rollover(client, inference_url)
+    version = archive.name.removeprefix(f"{args.name}-v").split(".")[0]
+    try:
+        rollover.run(args.name, archive.name, version, args.workers, args.timeout)
+    except RolloverError as err:
+        raise server.ServerError(f"{err}; worker log: {server.last_worker_error(layout)}") from err
+    store = archive.parent
+    for url in rollover.retired_urls:  # what the retired versions were registered from, when it is ours
+        retired = store / url
+        if url != archive.name and re.fullmatch(rf"{re.escape(args.name)}(-v\d+)?(\.mar|\.tar\.gz)?", url):
+            shutil.rmtree(retired) if retired.is_dir() else retired.unlink(missing_ok=True)
+
+
+def _say_served(args: argparse.Namespace, layout: server.ServerLayout, source: model_source.ModelSource) -> None:
+    inference_url, _ = server.listener_urls(layout)
+    keys = TokenKeys.read(layout.key_file)
+    print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
+    print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
+    expiry = server.running_properties(layout).get("token_expiration_min", "60")
+    print(
+        f"the inference key expires at {key_expiry(layout.key_file)} (token_expiration_min={expiry}): "
+        f"InstructorClient(key_file={str(layout.key_file)!r}) renews it by itself, "
+        "python -m toolkit key prints a fresh one (docs/api.md#keys). Stop with: make stop"
+    )
+
+
 def serve_main(argv: Sequence[str] | None = None) -> int:
-    """Build the archive, start TorchServe (once), (re-)register the model and wait until it answers."""
+    """Build the archive, start TorchServe (once) and serve the model; on a live name, roll it over.
+
+    A name already served is updated without a gap: the new archive is registered as the next
+    version, made the default once its workers are ready, and the old version is drained and
+    unregistered (:mod:`toolkit.serve.rollover`). A new version that fails leaves the old serving.
+    """
     parser = argparse.ArgumentParser(description=serve_main.__doc__)
     _add_model_args(parser)
     _add_archive_args(parser)
     _add_server_args(parser)
+    add_arguments(parser, ("token_expiration_min",))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workers")
 
     def main(args: argparse.Namespace) -> int:
         layout = _layout(args)
         inference_url, management_url = server.listener_urls(layout)
-        model_store = server.read_properties(layout.config_file.read_text()).get("model_store", "model_store")
-        args.export_dir = layout.workdir / model_store
-        source, archive = _build(args)
+        store_name = server.read_properties(layout.config_file.read_text()).get("model_store", "model_store")
+        model_store = (layout.workdir / store_name).resolve()
+        live = _start_or_reuse(layout, args, inference_url) if server.running_pid(layout) else []
+        version = next_version(live) if live else "1.0"
+        source, archive = _serve_archive(args, model_store, version)
         print(f"model: {source.label}; archive: {archive}")
         # Before any worker loads the model: the hint's one copy is never held beside a worker's.
         hint = None
@@ -231,26 +314,14 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
                 {"instruction_mode": source.instruction_mode.value, "precision": args.precision, "engine": args.engine}
             )
             hint = auto_hint(source.path, settings)
-        pid = server.running_pid(layout)
-        if pid is None:
-            server.start(layout)
-        else:
-            print(f"TorchServe already running (pid {pid}); re-registering {args.name}")
-        server.wait_until_up(layout, inference_url)
+        if not server.running_pid(layout):
+            _start_or_reuse(layout, args, inference_url)
         client = ManagementClient(layout.key_file, management_url)
-        if args.name in client.list_models():
-            client.unregister(args.name)
-        try:
-            client.register(archive.name, initial_workers=args.workers)
-        except ManagementError as err:
-            raise server.ServerError(
-                f"registration failed ({err}); worker log: {server.last_worker_error(layout)}"
-            ) from err
-        server.wait_for(lambda: server.workers_ready(client, args.name), args.timeout, f"{args.name} workers")
-        keys = TokenKeys.read(layout.key_file)
-        print(f"serving {source.label} at {inference_url}/predictions/{args.name}")
-        print("try:\n  " + curl_example(args.name, keys.inference, inference_url))
-        print("keys expire after 60 minutes; scripts/ renew them. Stop with: make stop")
+        if live:
+            _roll_over(client, layout, args, archive)
+        else:
+            _register_first(client, layout, args, archive.name)
+        _say_served(args, layout, source)
         if hint:
             print(f"note: {hint}")
         return 0

@@ -33,6 +33,7 @@ COMMANDS = (
     Command("scale", "toolkit.cli:scale_main", "set a registered model's worker count"),
     Command("describe", "toolkit.cli:describe_main", "print a registered model's describe answer"),
     Command("unregister", "toolkit.cli:unregister_main", "unregister a model"),
+    Command("key", "toolkit.serve.keys:main", "renew the inference (or management) key and print it"),
     Command("test-model", "toolkit.models.tiny_model:main", "write a test model (random weights, offline)"),
     Command("settings-table", "toolkit.build.settings:main", "print (or --write) configuration.md's settings table"),
     Command("image", "toolkit.deploy.image_cli:main", "build the image with Docker or podman"),

@@ -224,6 +224,7 @@ def archive_for_source(
     force: bool = False,
     say: Callable[[str], None] = print,
     max_length: int | None = None,
+    version: str = "1.0",
 ) -> Path:
     """:func:`build_archive` for a resolved ``MODEL=``: its instruction mode goes into the settings.
 
@@ -246,6 +247,7 @@ def archive_for_source(
         settings,
         workers,
         name,
+        version,
         archive_format=archive_format,
         force=force,
         say=say,

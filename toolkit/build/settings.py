@@ -27,6 +27,14 @@ from toolkit.errors import SettingError
 NOT_SET = object()
 
 
+def minutes(raw: str) -> float:
+    """A positive number of minutes (fractions allowed: ``0.5``)."""
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(raw)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its Python name, type, default, help and the names it goes by.
@@ -201,6 +209,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("grpc_inference_port", 7070, "gRPC stays on loopback", parse=int, env="GRPC_INFERENCE_PORT"),
     Setting("grpc_management_port", 7071, "gRPC stays on loopback", parse=int, env="GRPC_MANAGEMENT_PORT"),
+    Setting(
+        "token_expiration_min",
+        60,
+        "minutes an inference or management key lives (TorchServe's token_expiration_min); clients given the "
+        "key file renew it (docs/api.md#keys); set when TorchServe starts",
+        parse=minutes,
+        flag="--token-expiration-min",
+        env="TOKEN_EXPIRATION_MIN",
+        make="TOKEN_EXPIRATION_MIN",
+    ),
     Setting(
         "token_authorization",
         "on",

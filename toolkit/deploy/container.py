@@ -64,6 +64,7 @@ class ContainerSettings:
     grpc_inference_port: int = BY_NAME["grpc_inference_port"].in_image
     grpc_management_port: int = BY_NAME["grpc_management_port"].in_image
     token_authorization: str = BY_NAME["token_authorization"].in_image
+    token_expiration_min: float = BY_NAME["token_expiration_min"].in_image
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -114,6 +115,7 @@ def container_config(settings: ContainerSettings) -> str:
         "model_store": str(settings.model_store),
         "load_models": settings.archive_path.name,
         "enable_model_api": "false",
+        "token_expiration_min": f"{settings.token_expiration_min:g}",
     }
     if settings.token_authorization == "off":
         overrides["disable_token_authorization"] = "true"

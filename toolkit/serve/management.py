@@ -53,6 +53,14 @@ class TokenKeys:
             raise ManagementError(0, f"{path} is not a TorchServe key file: {err}") from None
 
 
+def key_expiry(key_file: str | Path, kind: str = "inference") -> str:
+    """When the ``kind`` key of ``key_file.json`` expires (TorchServe's UTC timestamp), or ``"unknown"``."""
+    try:
+        return str(json.loads(Path(key_file).read_text())[kind]["expiration time"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return "unknown"
+
+
 def _server_message(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -155,6 +163,23 @@ class ManagementClient:
         """``PUT /models/{name}``: change the worker count."""
         params = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": str(synchronous).lower()}
         return self._call("PUT", f"/models/{name}", params)
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """``GET /models/{name}/all``: the description of every registered version."""
+        return self._call("GET", f"/models/{name}/all")
+
+    def describe_version(self, name: str, version: str) -> dict[str, Any]:
+        """``GET /models/{name}/{version}``: one version's settings, workers and job queue."""
+        (description,) = self._call("GET", f"/models/{name}/{version}")
+        return description
+
+    def set_default(self, name: str, version: str) -> dict[str, Any]:
+        """``PUT /models/{name}/{version}/set-default``: where ``/predictions/{name}`` goes from now on."""
+        return self._call("PUT", f"/models/{name}/{version}/set-default")
+
+    def unregister_version(self, name: str, version: str) -> dict[str, Any]:
+        """``DELETE /models/{name}/{version}``."""
+        return self._call("DELETE", f"/models/{name}/{version}")
 
     def describe(self, name: str, customized: bool = False) -> list[dict[str, Any]]:
         """``GET /models/{name}``: versions, settings and workers.

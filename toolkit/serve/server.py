@@ -107,6 +107,24 @@ def write_loopback_config(
     return config, overrides
 
 
+def with_config_overrides(layout: ServerLayout, overrides: Mapping[str, str]) -> ServerLayout:
+    """``layout`` started from its config with ``overrides``, written to ``run_dir/config.properties``.
+
+    The checked-in config.properties stays as it is; :func:`running_properties` reads what a
+    running server was started with.
+    """
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    effective = layout.run_dir / "config.properties"
+    effective.write_text(with_overrides(layout.config_file.read_text(), overrides))
+    return dataclasses.replace(layout, config_file=effective)
+
+
+def running_properties(layout: ServerLayout) -> dict[str, str]:
+    """The properties the layout's server was started with (its run folder's copy, else its config)."""
+    effective = layout.run_dir / "config.properties"
+    return read_properties((effective if effective.exists() else layout.config_file).read_text())
+
+
 def listener_urls(layout: ServerLayout) -> tuple[str, str]:
     """The (inference, management) base URLs from the layout's ``config.properties``."""
     properties = read_properties(layout.config_file.read_text())
