@@ -1,0 +1,1 @@
+"""``python -m toolkit embed``: a corpus file in, vectors out (sharded, resumable, with a record of the model)."""
