@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     parsed.add_argument("--no-truncate", action="store_true", help="refuse (errors.jsonl) rows over max_length")
     parsed.add_argument("--shard-rows", type=int, default=1024, help="rows per shard (the unit of resuming)")
     parsed.add_argument("--batch-pairs", type=int, default=32, help="rows per request")
-    parsed.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parsed.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parsed.add_argument("--restart", action="store_true", help="discard OUT's earlier vectors and start over")
     parsed.add_argument("--chroma", type=Path, default=None, help="also add the vectors to a Chroma folder")
     parsed.add_argument("--collection", default="corpus", help="the Chroma collection")
