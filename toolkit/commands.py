@@ -47,6 +47,7 @@ COMMANDS = (
         "fidelity-report", "toolkit.bench.fidelity_report:main", "make fidelity: each mode's fidelity and speed here"
     ),
     Command("bench-fill", "toolkit.bench.fill:main", "the client and the embed job against the server's capacity"),
+    Command("soak-embed", "toolkit.bench.soak:main", "make soak: worker and frontend memory over a long embed run"),
     Command("capacity", "toolkit.bench.capacity:main", "one worker's memory, load time and pairs/s, as JSON"),
     Command("evaluate", "toolkit.evaluation.cli:evaluate_main", "make eval: retrieval quality on BEIR data"),
     Command("eval-scale", "toolkit.evaluation.scale:main", "how far make eval's corpus sizes carry"),
