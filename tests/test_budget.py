@@ -123,13 +123,26 @@ def test_one_maximal_request_never_takes_the_worker_or_its_batch_down(large_fp32
             return large_fp32.predict("large", big, timeout=SERVED_RESPONSE_TIMEOUT_S * 6)
         return client.embed([("Represent the question:", f"Where is the river bank {index}?")])
 
+    # What one big pair costs, so that the test knows the maximal request is over the budget here.
+    counted = large_fp32.predict("large", {"inputs": [big["inputs"][0]], "return_token_counts": True})
+    assert counted.status_code == 200, counted.text[:300]
+    (pair_tokens,) = counted.json()["token_counts"]
+    assert len(big["inputs"]) * pair_tokens > budget["tokens_per_batch"], (
+        f"a maximal request ({len(big['inputs'])} x {pair_tokens} tokens) fits this worker's budget of "
+        f"{budget['tokens_per_batch']}: lower SERVED_RESPONSE_TIMEOUT_S so the test can see the refusal"
+    )
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(send, range(4)))
     assert all(len(answers[index]) == 1 for index in (0, 2, 3)), "a small request was not answered"
     response = answers[1]
-    assert response.status_code in (200, 413), response.text[:300]
-    if response.status_code == 413:
-        body = response.json()
-        assert body["type"] == "TokenBudgetError" and body["tokens"] > body["budget_tokens"]
-        assert body["budget_tokens"] == budget["tokens_per_batch"] and "split it" in body["message"]
+    assert response.status_code == 413, response.text[:300]
+    body = response.json()
+    assert body["type"] == "TokenBudgetError" and body["tokens"] > body["budget_tokens"]
+    assert body["budget_tokens"] == budget["tokens_per_batch"] and "split it" in body["message"]
+    assert body["max_pairs"] == max(1, budget["tokens_per_batch"] // pair_tokens)
+    # As many of those pairs as the 413 says fit are answered, by the same worker.
+    within = {"inputs": big["inputs"][: body["max_pairs"]]}
+    accepted = large_fp32.predict("large", within, timeout=SERVED_RESPONSE_TIMEOUT_S * 6)
+    assert accepted.status_code == 200, accepted.text[:300]
+    assert len(accepted.json()) == body["max_pairs"]
     assert large_fp32.worker_pids("large") == [pid], "the worker restarted"

@@ -246,3 +246,21 @@ def test_embed_a_corpus_killed_part_way_and_resumed(corpus_server: RunningServer
         embed_command(corpus_server, corpus, out, name="corpus2"), cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert other.returncode == 1 and "pass --restart" in other.stderr
+
+
+def test_the_sample_corpus_mixes_in_each_kind_of_bad_row(tmp_path: Path) -> None:
+    from toolkit.corpus.sample import sample_rows, write_sample_corpus
+
+    rows = sample_rows(30, bad_every=10)
+    bad = [rows[n]["text"] for n in (9, 19, 29)]
+    assert bad[0] == "" and bad[1] == 12345 and len(str(bad[2]).split()) == 600
+    assert len({row["id"] for row in rows}) == 30 and all(isinstance(row["text"], str) for row in sample_rows(30))
+    path = write_sample_corpus(tmp_path / "corpus.jsonl", 30, bad_every=10)
+    assert [document.id for document in read_documents(path, "jsonl", Columns())][:2] == ["doc-0", "doc-1"]
+
+
+def test_soak_growth_compares_the_settled_start_with_the_end() -> None:
+    from toolkit.bench.soak import growth
+
+    samples = [900.0] * 5 + [500.0] * 10 + [520.0] * 10  # warm-up first, then settled and a slow rise
+    assert growth(samples, warmup=5) == round(520 / 500 - 1, 4)

@@ -42,6 +42,7 @@ COMMANDS = (
     Command("kserve-storage", "toolkit.deploy.kserve:storage_main", "lay out a KServe storage folder from an archive"),
     Command("validate-manifests", "toolkit.deploy.kserve:validate_main", "validate deploy/'s manifests offline"),
     Command("embed", "toolkit.corpus.cli:main", "embed a corpus file into Parquet shards (resumable), or Chroma"),
+    Command("sample-corpus", "toolkit.corpus.sample:main", "write a sample corpus (JSONL) to try embed on"),
     Command("bench", "toolkit.bench.cli:main", "make bench: the server against the baseline and the limit"),
     Command(
         "fidelity-report", "toolkit.bench.fidelity_report:main", "make fidelity: each mode's fidelity and speed here"

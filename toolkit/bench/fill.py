@@ -12,10 +12,12 @@ Writes ``docs/benchmarks/fill-<machine>.json`` and ``.md``: pairs/s and each one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +27,32 @@ from toolkit.bench.cli import default_stem
 from toolkit.bench.load import run_load
 from toolkit.bench.runner import machine
 from toolkit.build.archive import WorkerConfig, archive_for_source
+from toolkit.corpus.sample import sample_texts
 from toolkit.models import model_source
-from toolkit.serve.scratch_server import running_server
+from toolkit.serve.scratch_server import RunningServer, running_server
 
 NAME = "fill"
 INSTRUCTION = "Represent the document for retrieval: "
 
 
-def texts(count: int) -> list[str]:
-    """Varied sentences of 12-40 words."""
-    words = ("the", "bank", "raised", "rates", "while", "the", "team", "won", "a", "late", "goal", "and")
-    words += ("bread", "rose", "in", "a", "warm", "kitchen")
-    return [" ".join(words[(n + k) % len(words)] for k in range(12 + n % 29)) + f" ({n})" for n in range(count)]
+@contextlib.contextmanager
+def demo_server(work: Path, name: str, precision: str = "fp32", engine: str = "torch") -> Iterator[RunningServer]:
+    """A scratch TorchServe serving the demo (MiniLM) as ``name`` with one worker."""
+    source = model_source.resolve(model_source.DEMO, work / "models")
+    archive_for_source(source, work / "store", WorkerConfig(), name, precision=precision, engine=engine, say=print)
+    with running_server(work / "server", work / "store") as running:
+        running.management.register(f"{name}.mar", initial_workers=1)
+        yield running
+
+
+def command_line(name: str, argv: Sequence[str] | None) -> str:
+    """How the command was run, for the results file."""
+    return f"python -m toolkit {name} " + " ".join(sys.argv[1:] if argv is None else argv)
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    source = model_source.resolve(model_source.DEMO, work / "models")
-    store = work / "store"
-    archive_for_source(
-        source, store, WorkerConfig(), NAME, precision=args.precision, engine=args.engine, say=lambda _line: None
-    )
-    corpus = texts(args.pairs)
-    with running_server(work / "server", store) as running:
-        running.management.register(f"{NAME}.mar", initial_workers=1)
+    corpus = sample_texts(args.pairs)
+    with demo_server(work, NAME, args.precision, args.engine) as running:
         key_file = running.layout.key_file
         url = f"{running.inference_url}/predictions/{NAME}"
         headers = {"Authorization": f"Bearer {running.keys().inference}"}
@@ -148,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": f"{args.engine} {args.precision}",
         "pairs": args.pairs,
         "request_pairs": args.request_pairs,
-        "command": "python -m toolkit bench-fill " + " ".join(argv or []),
+        "command": command_line("bench-fill", argv),
         "results": results,
     }
     stem = f"fill-{default_stem(host)}"

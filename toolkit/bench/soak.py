@@ -25,12 +25,11 @@ import psutil
 
 from toolkit import REPO_ROOT
 from toolkit.bench.cli import default_stem
-from toolkit.bench.fill import texts
+from toolkit.bench.fill import command_line, demo_server
 from toolkit.bench.runner import machine
-from toolkit.build.archive import WorkerConfig, archive_for_source
-from toolkit.models import model_source
+from toolkit.corpus.sample import write_sample_corpus
 from toolkit.serve import server
-from toolkit.serve.scratch_server import RunningServer, running_server
+from toolkit.serve.scratch_server import RunningServer
 
 NAME = "soak"
 SIDE_BODIES: tuple[dict[str, Any], ...] = (
@@ -40,14 +39,6 @@ SIDE_BODIES: tuple[dict[str, Any], ...] = (
     {"inputs": "not pairs"},
     {"inputs": [["", " ".join(["long"] * 600)]], "truncate": False},
 )
-
-
-def write_corpus(path: Path, rows: int) -> None:
-    lines = []
-    for n, text in enumerate(texts(rows)):
-        value: object = {0: "", 1: 12345, 2: " ".join(["word"] * 600)}.get(n % 97, text)
-        lines.append(json.dumps({"id": n, "text": value}))
-    path.write_text("\n".join(lines) + "\n")
 
 
 def side_traffic(running: RunningServer, stop: threading.Event, statuses: dict[int, int]) -> None:
@@ -73,12 +64,9 @@ def growth(samples: list[float], warmup: int) -> float:
 def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from toolkit.corpus.cli import main as embed_main
 
-    source = model_source.resolve(model_source.DEMO, work / "models")
-    archive_for_source(source, work / "store", WorkerConfig(), NAME, say=lambda _line: None)
     corpus = work / "corpus.jsonl"
-    write_corpus(corpus, args.rows)
-    with running_server(work / "server", work / "store") as running:
-        running.management.register(f"{NAME}.mar", initial_workers=1)
+    write_sample_corpus(corpus, args.rows, bad_every=97)
+    with demo_server(work, NAME) as running:
         (worker,) = running.worker_pids(NAME)
         frontend = server.running_pid(running.layout)
         assert frontend is not None
@@ -146,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": host,
-        "command": "python -m toolkit soak-embed " + " ".join(argv or []),
+        "command": command_line("soak-embed", argv),
     }
     document |= result
     path = args.out_dir / f"soak-{default_stem(host)}.json"
