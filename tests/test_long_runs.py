@@ -10,11 +10,13 @@ model's vector or the new one's; then a version that cannot load is refused and 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -175,7 +177,10 @@ def test_make_serve_on_a_live_server_rolls_the_model_over_without_a_failed_reque
     assert late and all(matches(vectors, demo) for vectors in late)
     after = registered_versions(served.management, NAME)
     assert len(after) == 1 and after != before
-    assert not (served.workdir / "model_store" / f"{NAME}.mar").exists(), "the retired archive was left behind"
+    store = served.workdir / "model_store"
+    assert not list(store.glob(f"{NAME}-v*.mar")), "an archive was left under its version's name"
+    manifest = json.loads(zipfile.ZipFile(store / f"{NAME}.mar").read("MAR-INF/MANIFEST.json"))
+    assert [manifest["model"]["modelVersion"]] == after, "NAME.mar does not hold the served version"
 
 
 def test_a_version_that_cannot_load_leaves_the_old_one_serving(served: Served, tmp_path: Path) -> None:

@@ -240,6 +240,7 @@ def _start_or_reuse(layout: server.ServerLayout, args: argparse.Namespace, infer
         server.wait_until_up(layout, inference_url)
         return []
     server.wait_until_up(layout, inference_url)
+    print(f"TorchServe already running (pid {pid}); a model served as {args.name} is updated in place")
     running_expiry = server.running_properties(layout).get("token_expiration_min", "60")
     if running_expiry != expiry:
         print(f"note: TorchServe (pid {pid}) runs with token_expiration_min={running_expiry}; {expiry} needs make stop")
@@ -269,6 +270,10 @@ def _roll_over(client: ManagementClient, layout: server.ServerLayout, args: argp
         retired = store / url
         if url != archive.name and re.fullmatch(rf"{re.escape(args.name)}(-v\d+)?(\.mar|\.tar\.gz)?", url):
             shutil.rmtree(retired) if retired.is_dir() else retired.unlink(missing_ok=True)
+    if archive.is_file():
+        # TorchServe unpacked it at registration: NAME.mar (.tar.gz) keeps holding the served model,
+        # so scripts/register.py and make archive users find it under its usual name.
+        archive.replace(store / (args.name + archive.name.removeprefix(f"{args.name}-v{version}")))
 
 
 def _say_served(args: argparse.Namespace, layout: server.ServerLayout, source: model_source.ModelSource) -> None:
