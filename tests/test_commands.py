@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.commands import BY_NAME, COMMANDS, main, usage
+from toolkit.commands import BY_NAME, COMMANDS, main, run_command, usage
 
 REPO = Path(__file__).resolve().parent.parent
 # Scripts that are not a toolkit command: sys.path setup, and the golden-vector maker (legacy venv).
@@ -66,3 +66,12 @@ def test_python_dash_m_toolkit_runs_a_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "manifests valid" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda command: command.name)
+def test_every_command_answers_help(command, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` prints a usage line and exits 0: nothing is built, started or sent."""
+    with pytest.raises(SystemExit) as raised:
+        run_command(command.name, ["--help"])
+    assert raised.value.code == 0
+    assert "usage:" in capsys.readouterr().out
