@@ -209,13 +209,21 @@ def embed_command(running: RunningServer, corpus: Path, out: Path, name: str = "
 @pytest.mark.integration
 def test_embed_a_corpus_killed_part_way_and_resumed(corpus_server: RunningServer, tmp_path: Path) -> None:
     corpus, out = big_corpus(tmp_path / "corpus.jsonl"), tmp_path / "out"
-    job = subprocess.Popen(embed_command(corpus_server, corpus, out), cwd=REPO_ROOT, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(list((out / "shards").glob("part-*.parquet"))) < 3 and job.poll() is None:
-        assert time.monotonic() < deadline, "no shard written in 300 s"
-        time.sleep(0.05)
-    os.kill(job.pid, signal.SIGKILL)  # a crash: nothing is flushed or cleaned up
-    job.wait()
+
+    def start_and_stop_after(shards: int, stop: signal.Signals) -> subprocess.Popen[bytes]:
+        job = subprocess.Popen(embed_command(corpus_server, corpus, out), cwd=REPO_ROOT, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while len(list((out / "shards").glob("part-*.parquet"))) < shards and job.poll() is None:
+            assert time.monotonic() < deadline, f"{shards} shards not written in 300 s"
+            time.sleep(0.05)
+        os.kill(job.pid, stop)
+        job.wait(timeout=120)
+        return job
+
+    interrupted = start_and_stop_after(1, signal.SIGINT)  # Ctrl-C
+    assert interrupted.returncode == 130, interrupted.stderr.read() if interrupted.stderr else ""
+    assert interrupted.stderr is not None and b"run the same command again" in interrupted.stderr.read()
+    start_and_stop_after(3, signal.SIGKILL)  # a crash: nothing is flushed or cleaned up
     written = len(list((out / "shards").glob("part-*.parquet")))
     assert 3 <= written < CORPUS_ROWS // 200, "the job finished before it could be killed"
     resumed = subprocess.run(embed_command(corpus_server, corpus, out), cwd=REPO_ROOT, capture_output=True, text=True)

@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     parsed.add_argument("--shard-rows", type=int, default=1024, help="rows per shard (the unit of resuming)")
     parsed.add_argument("--batch-pairs", type=int, default=32, help="rows per request")
     parsed.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parsed.add_argument(
+        "--retries", type=int, default=8, help="per request, on 503/507 and lost connections (backoff up to ~1 min)"
+    )
     parsed.add_argument("--restart", action="store_true", help="discard OUT's earlier vectors and start over")
     parsed.add_argument("--chroma", type=Path, default=None, help="also add the vectors to a Chroma folder")
     parsed.add_argument("--collection", default="corpus", help="the Chroma collection")
@@ -122,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         options = job_options(args)
         client = InstructorClient(
-            args.url, args.name, key_file=args.key_file, management_url=args.management_url, truncate=options.truncate
+            args.url,
+            args.name,
+            key_file=args.key_file,
+            management_url=args.management_url,
+            truncate=options.truncate,
+            retries=args.retries,
         )
         management = ManagementClient(args.key_file, args.management_url)
         job = EmbedJob(
@@ -136,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         job.on_rows = progress
         try:
             manifest = job.run(restart=args.restart)
+        except KeyboardInterrupt:
+            done = len(list((args.out / "shards").glob("part-*.parquet")))
+            print(f"\ninterrupted: {done} shards are written; run the same command again to go on", file=sys.stderr)
+            return 130
         finally:
             progress.close()
         print(summary_line(manifest))
