@@ -84,14 +84,6 @@ def model_fingerprint(description: dict[str, Any], dimensions: int) -> dict[str,
     }
 
 
-@dataclasses.dataclass
-class Counts:
-    rows: int = 0
-    embedded: int = 0
-    refused: int = 0
-    skipped_rows: int = 0
-
-
 def shards_of(rows: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
     iterator = iter(rows)
     while shard := list(itertools.islice(iterator, size)):
@@ -116,7 +108,7 @@ class EmbedJob:
         self.options = options
         self.concurrency = concurrency
         self.on_rows = on_rows
-        self.counts = Counts()
+        self.rows_seen = 0
 
     def rows(self) -> Iterator[Chunk]:
         """Every row of the corpus, in order."""
@@ -165,9 +157,8 @@ class EmbedJob:
         started = time.monotonic()
         dimensions = manifest["model"]["dimensions"]
         for index, shard in enumerate(shards_of(self.rows(), self.options.shard_rows)):
-            self.counts.rows += len(shard)
+            self.rows_seen += len(shard)
             if self.out.done(index):
-                self.counts.skipped_rows += len(shard)
                 self.on_rows(len(shard))
                 continue
             kept, vectors, refused = self.embed_shard(shard)
@@ -177,7 +168,6 @@ class EmbedJob:
                     f"{manifest['model']}: pass --restart to embed everything with the new one"
                 )
             self.out.write_shard(index, kept, vectors, refused, dimensions)
-            self.counts.embedded += len(kept)
             self.on_rows(len(shard))
         manifest["counts"] = self.totals()
         manifest["seconds"] = round(manifest.get("seconds", 0.0) + time.monotonic() - started, 2)
@@ -188,7 +178,7 @@ class EmbedJob:
     def totals(self) -> dict[str, int]:
         """Rows, vectors and refused rows over every shard written (this run's and earlier ones')."""
         refused = self.out.gather_errors()
-        return {"rows": self.counts.rows, "embedded": self.counts.rows - refused, "refused": refused}
+        return {"rows": self.rows_seen, "embedded": self.rows_seen - refused, "refused": refused}
 
     def embed_shard(self, shard: Sequence[Chunk]) -> tuple[list[Chunk], list[list[float]], list[RefusedRow]]:
         """The shard's embedded rows and vectors (in order) and its refused rows."""

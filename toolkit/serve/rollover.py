@@ -16,13 +16,13 @@ has come back.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 from toolkit.errors import ToolkitError
+from toolkit.serve import server
 from toolkit.serve.management import ManagementClient, ManagementError, TokenSession
 
 PROBE_BODY = {"inputs": [["", "rollover drain probe"]]}
@@ -129,8 +129,8 @@ class Rollover:
             self.say(f"could not remove the failed version {name} {version}: {err}")
 
     def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise RolloverError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-            time.sleep(self.poll_s)
+        """:func:`toolkit.serve.server.wait_for`, its timeout as a :class:`RolloverError`."""
+        try:
+            server.wait_for(condition, timeout_s, what, self.poll_s)
+        except server.ServerError as err:
+            raise RolloverError(str(err)) from None
